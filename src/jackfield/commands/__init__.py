@@ -1,0 +1,1 @@
+"""Subcommands of `jackfield`, one module each (see `jackfield.cli`)."""

@@ -1,0 +1,45 @@
+"""Pieces shared by the subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from jackfield.core.desired import Snapshot, build_snapshot
+from jackfield.errors import ConfigError, ConfigInvalid
+from jackfield.settings import Settings, environment
+from jackfield.shell.sources import scan
+
+
+def add_dir_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "dir",
+        nargs="?",
+        type=Path,
+        default=None,
+        help="config dir holding agent.yaml and servers.d/ (default: JACKFIELD_CONFIG_DIR or .)",
+    )
+
+
+def config_dir(args: argparse.Namespace) -> Path:
+    return args.dir if args.dir is not None else Settings().config_dir
+
+
+def shown_path(root: Path, error: ConfigError) -> str:
+    """An error as a line an editor or CI annotator can jump to, relative to where we run."""
+    path = os.path.normpath(os.path.join(root, error.path))
+    return f"{path}:{error.line}:{error.column}: {error.message}"
+
+
+def load(root: Path) -> Snapshot:
+    """Scan and validate a config dir.
+
+    Raises:
+        ConfigInvalid: every error found.
+    """
+    found = scan(root)
+    return build_snapshot(found.files, environment(), found.errors)
+
+
+__all__ = ["ConfigInvalid", "add_dir_argument", "config_dir", "load", "shown_path"]

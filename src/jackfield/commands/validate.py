@@ -1,0 +1,30 @@
+"""`jackfield validate [DIR]`: exit 0 when valid, 1 with one `path:line:col: message` per error."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from jackfield.commands._common import ConfigInvalid, add_dir_argument, config_dir, load, shown_path
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("validate", help="check the config files; one line per error")
+    add_dir_argument(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    root = config_dir(args)
+    try:
+        snapshot = load(root)
+    except ConfigInvalid as e:
+        for error in e.errors:
+            print(shown_path(root, error))
+        print(f"{len(e.errors)} error(s)", file=sys.stderr)
+        return 1
+    print(
+        f"valid: agent {snapshot.agent.name}, {len(snapshot.servers)} server(s),"
+        f" {len(snapshot.prompts)} prompt(s); revision {snapshot.revision}"
+    )
+    return 0

@@ -1,0 +1,96 @@
+"""What it takes to connect to one server, with `${VAR}`s expanded into `Secret`s. Pure.
+
+Which spec fields make up the connection also decides what an edit costs: changing any of
+CONNECTION_FIELDS reconnects the server; changing anything else (tool filter, prompt,
+description, call timeout, output limit) is applied in place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from jackfield.core.desired import canonical, sha256
+from jackfield.core.expansion import Secret, expand, references
+from jackfield.spec.models import MCPServerSpec
+
+CONNECTION_FIELDS = (
+    "enabled",
+    "transport",
+    "command",
+    "args",
+    "env",
+    "cwd",
+    "url",
+    "headers",
+    "scope",
+    "timeouts.connect",
+)
+
+MIN_REDACTED_LENGTH = 4
+"""Expanded values shorter than this are not redacted from output: it would mangle text."""
+
+
+@dataclass(frozen=True)
+class Connection:
+    """A server's transport parameters, ready to use. Every expanded value is a Secret."""
+
+    transport: str
+    command: str | None
+    args: tuple[Secret, ...]
+    env: Mapping[str, Secret]
+    cwd: str | None
+    url: Secret | None
+    headers: Mapping[str, Secret]
+    connect_timeout: float
+    secrets: frozenset[str] = field(repr=False)
+    """Values that came from the environment, to redact from anything shown."""
+
+
+def connection_view(spec: MCPServerSpec) -> dict[str, object]:
+    """The connection-relevant part of a spec, unexpanded (safe to hash and store)."""
+    dumped = spec.model_dump(mode="json")
+    view: dict[str, object] = {f: dumped[f] for f in CONNECTION_FIELDS if "." not in f}
+    view["timeouts.connect"] = spec.timeouts.connect
+    return view
+
+
+def connection_hash(spec: MCPServerSpec) -> str:
+    return sha256(canonical(connection_view(spec)))
+
+
+def resolve(spec: MCPServerSpec, env: Mapping[str, str]) -> Connection:
+    """Expand the spec's references against `env`.
+
+    Raises:
+        KeyError: a variable is unset and has no default (the loader reports these first).
+    """
+    secrets: set[str] = set()
+
+    def secret(text: str) -> Secret:
+        value = expand(text, env)
+        # a default is written in the repo, so only what comes from the environment is secret
+        for ref in references(text):
+            got = env.get(ref.name) or ""
+            if len(got) >= MIN_REDACTED_LENGTH:
+                secrets.add(got)
+        return Secret(value)
+
+    return Connection(
+        transport=spec.transport,
+        command=spec.command,
+        args=tuple(secret(a) for a in spec.args),
+        env={k: secret(v) for k, v in spec.env.items()},
+        cwd=spec.cwd,
+        url=secret(spec.url) if spec.url is not None else None,
+        headers={k: secret(v) for k, v in spec.headers.items()},
+        connect_timeout=spec.timeouts.connect,
+        secrets=frozenset(secrets),
+    )
+
+
+def redact(text: str, secrets: frozenset[str]) -> str:
+    """Replace every known secret value in `text` with a mask, longest first."""
+    for value in sorted(secrets, key=len, reverse=True):
+        text = text.replace(value, "********")
+    return text

@@ -1,0 +1,130 @@
+"""Files -> one desired snapshot: every document valid, names unique, hashed. Pure.
+
+The revision is the sha256 of the normalised documents (not of the bytes), so a comment, a
+reformat, or moving a document to another file does not change it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from jackfield.core.loading import LoadedDocument, SourceFile, kind_allowed, load_file
+from jackfield.errors import ConfigError, ConfigInvalid
+from jackfield.spec.models import AgentDocument, Document, MCPServerDocument, PromptDocument
+
+D = TypeVar("D", AgentDocument, MCPServerDocument, PromptDocument)
+
+AGENT_FILE = "agent.yaml"
+
+
+def canonical(value: Any) -> str:
+    """The one JSON text of a value: sorted keys, no whitespace."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def sha256(text: str) -> str:
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def normalised(document: Document) -> dict[str, Any]:
+    """What identifies a document's content: kind, name, labels and spec, defaults filled in."""
+    return {
+        "kind": document.kind,
+        "name": document.metadata.name,
+        "labels": document.metadata.labels,
+        "spec": document.spec.model_dump(mode="json", by_alias=True),
+    }
+
+
+@dataclass(frozen=True)
+class Placed(Generic[D]):
+    """A valid document, where it was declared, and the hash of its content."""
+
+    document: D
+    path: str
+    line: int
+    spec_hash: str
+
+    @property
+    def name(self) -> str:
+        return self.document.metadata.name
+
+    @property
+    def kind(self) -> str:
+        return self.document.kind
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Exactly one valid state of the config files."""
+
+    agent: Placed[AgentDocument]
+    servers: Mapping[str, Placed[MCPServerDocument]]
+    prompts: Mapping[str, Placed[PromptDocument]]
+    revision: str
+
+    def objects(self) -> Iterable[Placed[Any]]:
+        yield self.agent
+        yield from self.servers.values()
+        yield from self.prompts.values()
+
+
+def _place(loaded: LoadedDocument) -> Placed[Any]:
+    return Placed(
+        loaded.document, loaded.path, loaded.line, sha256(canonical(normalised(loaded.document)))
+    )
+
+
+def build_snapshot(
+    files: Sequence[SourceFile], env: Mapping[str, str], read_errors: Sequence[ConfigError] = ()
+) -> Snapshot:
+    """Validate every file and assemble the snapshot.
+
+    Raises:
+        ConfigInvalid: with every error of every file (read errors included), sorted.
+    """
+    errors: list[ConfigError] = list(read_errors)
+    agents: list[Placed[AgentDocument]] = []
+    by_kind: dict[str, dict[str, Placed[Any]]] = {"MCPServer": {}, "Prompt": {}}
+    for source in sorted(files, key=lambda f: f.path):
+        loaded, file_errors = load_file(source, env)
+        errors += file_errors
+        for item in loaded:
+            misplaced = kind_allowed(item.path, item.document)
+            if misplaced:
+                errors.append(ConfigError(item.path, item.line, 1, misplaced))
+                continue
+            placed = _place(item)
+            if isinstance(item.document, AgentDocument):
+                agents.append(placed)
+                continue
+            table = by_kind[item.document.kind]
+            first = table.get(placed.name)
+            if first is not None:
+                mark = item.positions.of(("metadata", "name"))
+                errors.append(
+                    ConfigError(
+                        item.path,
+                        mark.line,
+                        mark.column,
+                        f"duplicate {placed.kind} name {placed.name!r};"
+                        f" first declared at {first.path}:{first.line}",
+                    )
+                )
+                continue
+            table[placed.name] = placed
+    if not agents and not any(e.path == AGENT_FILE for e in errors):
+        errors.append(ConfigError(AGENT_FILE, 1, 1, "no Agent document: agent.yaml is required"))
+    for extra in agents[1:]:
+        errors.append(ConfigError(extra.path, extra.line, 1, "only one Agent document is allowed"))
+    if errors:
+        raise ConfigInvalid(errors)
+    servers = dict(sorted(by_kind["MCPServer"].items()))
+    prompts = dict(sorted(by_kind["Prompt"].items()))
+    everything = [agents[0], *servers.values(), *prompts.values()]
+    revision = sha256(canonical([normalised(p.document) for p in everything]))
+    return Snapshot(agents[0], servers, prompts, revision)

@@ -1,0 +1,114 @@
+"""`${VAR}` and `${VAR:-default}` expansion, as in docker compose; `$${` is a literal `${`.
+
+Expanded values are secrets: they are wrapped in `Secret` so that printing, logging or
+serialising them shows a mask. Only `reveal()` gives the value, and only the connection code
+calls it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+_TOKEN = re.compile(
+    r"\$\$\{"  # escaped: literal "${"
+    r"|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}"
+    r"|\$\{(?P<bad>[^}]*)\}?"  # anything else after "${" is malformed
+)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """One `${...}` in a text, with its offset in that text."""
+
+    name: str
+    default: str | None
+    offset: int
+
+
+@dataclass(frozen=True)
+class ExpansionProblem:
+    offset: int
+    message: str
+
+
+class Secret:
+    """A string that never shows itself: str(), repr() and f-strings print a mask."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    def __str__(self) -> str:
+        return "********"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def references(text: str) -> list[Reference]:
+    """The variables a text refers to (malformed ones are left to `problems`)."""
+    return [
+        Reference(m["name"], m["default"], m.start())
+        for m in _TOKEN.finditer(text)
+        if m["name"] is not None
+    ]
+
+
+def problems(text: str, env: Mapping[str, str]) -> list[ExpansionProblem]:
+    """Everything that stops `text` from expanding: unset variables and malformed references."""
+    found: list[ExpansionProblem] = []
+    for m in _TOKEN.finditer(text):
+        if m["bad"] is not None:
+            found.append(
+                ExpansionProblem(
+                    m.start(),
+                    f"malformed reference {m.group(0)!r}: use ${{NAME}} or ${{NAME:-default}}"
+                    " (write $${ for a literal ${)",
+                )
+            )
+        elif m["name"] is not None and m["default"] is None and m["name"] not in env:
+            found.append(
+                ExpansionProblem(
+                    m.start(),
+                    f"environment variable {m['name']} is not set"
+                    f" (set it, or write ${{{m['name']}:-default}})",
+                )
+            )
+    return found
+
+
+def expand(text: str, env: Mapping[str, str]) -> str:
+    """Expand every reference. Raises KeyError for an unset variable without default."""
+
+    def substitute(m: re.Match[str]) -> str:
+        if m["name"] is None:
+            if m["bad"] is not None:
+                raise KeyError(m.group(0))
+            return "${"
+        value = env.get(m["name"])
+        # compose semantics: ":-" also applies when the variable is set but empty
+        if not value:
+            if m["default"] is not None:
+                return m["default"]
+            if value is None:
+                raise KeyError(m["name"])
+        return value or ""
+
+    return _TOKEN.sub(substitute, text)
+
+
+def is_templated(text: str) -> bool:
+    """Whether the text takes anything from the environment."""
+    return bool(references(text))

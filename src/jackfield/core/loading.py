@@ -1,0 +1,396 @@
+"""Bytes -> validated documents, or every error with its file:line:column. Pure: no I/O.
+
+PyYAML composes each document into a node tree that keeps source marks; we record the mark of
+every key and value by its path (('spec', 'tools', 'include', 0)), construct plain data, and
+validate it with the spec models. A pydantic error's `loc` is such a path, so it maps back to
+the line and column of the key or value it is about.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pydantic
+import yaml
+from pydantic import BaseModel
+
+from jackfield.core.expansion import problems as expansion_problems
+from jackfield.errors import ConfigError
+from jackfield.spec.models import (
+    API_VERSION,
+    DOCUMENT_KINDS,
+    AgentDocument,
+    Document,
+    FieldError,
+    MCPServerDocument,
+    PromptDocument,
+)
+
+MAX_FILE_BYTES = 1024 * 1024
+"""A config file larger than this is refused unread: configs are small, and YAML is not fast."""
+
+MAX_NODES = 100_000
+"""Nodes walked per file, aliases counted each time they are used (stops billion-laughs)."""
+
+MAX_DEPTH = 64
+
+Path = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """A config file as read: its path relative to the config dir (posix) and its bytes."""
+
+    path: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Mark:
+    line: int  # 1-based
+    column: int  # 1-based
+    shift: int | None  # where the scalar's text starts relative to column; None if multi-line
+
+
+@dataclass
+class Positions:
+    """Where each key and value of one document stands in its file."""
+
+    keys: dict[Path, Mark] = field(default_factory=dict)
+    values: dict[Path, Mark] = field(default_factory=dict)
+
+    def of(self, path: Path, *, key: bool = False) -> Mark:
+        """The mark of a path, or of its nearest ancestor that is in the file."""
+        for n in range(len(path), -1, -1):
+            prefix = path[:n]
+            table = self.keys if key or n < len(path) else self.values
+            if prefix in table:
+                return table[prefix]
+            if prefix in self.values:
+                return self.values[prefix]
+        return Mark(1, 1, None)
+
+
+@dataclass(frozen=True)
+class LoadedDocument:
+    """A valid document and where it stands."""
+
+    document: Document
+    path: str
+    line: int
+    positions: Positions
+
+
+class _TooLarge(Exception):
+    def __init__(self, mark: yaml.Mark) -> None:
+        self.mark = mark
+
+
+def _mark(m: yaml.Mark, node: yaml.Node | None = None) -> Mark:
+    shift: int | None = 0
+    if isinstance(node, yaml.ScalarNode):
+        single = node.end_mark is None or node.end_mark.line == m.line
+        shift = (1 if node.style in ("'", '"') else 0) if single else None
+    return Mark(m.line + 1, m.column + 1, shift)
+
+
+class _Walker:
+    """Records marks and enforces the size/depth budget before anything is constructed."""
+
+    def __init__(self, positions: Positions, errors: list[tuple[Mark, str]]) -> None:
+        self.positions = positions
+        self.errors = errors
+        self.budget = MAX_NODES
+
+    def walk(self, node: yaml.Node, path: Path, depth: int = 0) -> None:
+        self.budget -= 1
+        if self.budget < 0 or depth > MAX_DEPTH:
+            raise _TooLarge(node.start_mark)
+        self.positions.values.setdefault(path, _mark(node.start_mark, node))
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, Mark] = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    merged = (
+                        value_node.value
+                        if isinstance(value_node, yaml.SequenceNode)
+                        else [value_node]
+                    )
+                    for source in merged:
+                        if isinstance(source, yaml.MappingNode):
+                            self.walk_pairs(source, path, depth, explicit=False, seen=seen)
+                    continue
+                self.walk_pair(key_node, value_node, path, depth, explicit=True, seen=seen)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                self.walk(item, (*path, index), depth + 1)
+
+    def walk_pairs(
+        self,
+        node: yaml.MappingNode,
+        path: Path,
+        depth: int,
+        *,
+        explicit: bool,
+        seen: dict[Any, Mark],
+    ) -> None:
+        for key_node, value_node in node.value:
+            self.walk_pair(key_node, value_node, path, depth, explicit=explicit, seen=seen)
+
+    def walk_pair(
+        self,
+        key_node: yaml.Node,
+        value_node: yaml.Node,
+        path: Path,
+        depth: int,
+        *,
+        explicit: bool,
+        seen: dict[Any, Mark],
+    ) -> None:
+        self.budget -= 1
+        key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+        mark = _mark(key_node.start_mark)
+        if key is None:
+            self.errors.append((mark, "a mapping key must be a plain string"))
+            return
+        if key in seen:
+            if explicit:
+                first = seen[key]
+                self.errors.append(
+                    (mark, f"duplicate key {key!r} (first at line {first.line}:{first.column})")
+                )
+            return
+        seen[key] = mark
+        self.positions.keys[(*path, key)] = mark
+        self.walk(value_node, (*path, key), depth + 1)
+
+
+def _decode(source: SourceFile) -> tuple[str | None, ConfigError | None]:
+    if len(source.data) > MAX_FILE_BYTES:
+        return None, ConfigError(
+            source.path, 1, 1, f"file is {len(source.data)} bytes; the limit is {MAX_FILE_BYTES}"
+        )
+    try:
+        return source.data.decode("utf-8-sig"), None
+    except UnicodeDecodeError as e:
+        before = source.data[: e.start]
+        line = before.count(b"\n") + 1
+        column = e.start - (before.rfind(b"\n") + 1) + 1
+        return None, ConfigError(source.path, line, column, "file is not valid UTF-8 text")
+
+
+def _yaml_error(path: str, e: yaml.YAMLError, text: str) -> ConfigError:
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+    if isinstance(e, yaml.reader.ReaderError):
+        before = text[: e.position]
+        line, column = before.count("\n") + 1, e.position - (before.rfind("\n") + 1) + 1
+        return ConfigError(path, line, column, f"character {e.character:#x} is not allowed in YAML")
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    context = getattr(e, "context", None)
+    message = f"YAML syntax error: {problem}" + (f" ({context})" if context else "")
+    return ConfigError(path, line, column, message)
+
+
+def _documents(
+    source: SourceFile, errors: list[ConfigError]
+) -> Iterator[tuple[Any, Positions, int]]:
+    """Each non-empty document of a file: (data, positions, first line)."""
+    text, error = _decode(source)
+    if error is not None:
+        errors.append(error)
+        return
+    assert text is not None
+    loader: yaml.SafeLoader | None = None
+    try:
+        loader = yaml.SafeLoader(text)
+        while loader.check_node():
+            node = loader.get_node()
+            if node is None:
+                continue
+            positions = Positions()
+            problems: list[tuple[Mark, str]] = []
+            _Walker(positions, problems).walk(node, ())
+            errors.extend(ConfigError(source.path, m.line, m.column, msg) for m, msg in problems)
+            data = loader.construct_document(node)
+            if data is None:
+                continue
+            yield data, positions, node.start_mark.line + 1
+    except _TooLarge as e:
+        errors.append(
+            ConfigError(
+                source.path,
+                e.mark.line + 1,
+                e.mark.column + 1,
+                f"document too large or too deeply nested (limits: {MAX_NODES} nodes after"
+                f" alias expansion, depth {MAX_DEPTH})",
+            )
+        )
+    except yaml.YAMLError as e:
+        errors.append(_yaml_error(source.path, e, text))
+    except RecursionError:
+        errors.append(ConfigError(source.path, 1, 1, "document nested too deeply"))
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+# --- model errors -----------------------------------------------------------------------------
+
+
+def _model_at(model: type[BaseModel], loc: Sequence[str | int]) -> type[BaseModel] | None:
+    """The model class that owns the keys at `loc` (walking aliases), or None."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        by_alias = {(f.alias or n): f for n, f in current.model_fields.items()}
+        info = by_alias.get(part)
+        if info is None:
+            return None
+        current = _unwrap(info.annotation)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _unwrap(annotation: Any) -> Any:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        models = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _unwrap(models[0]) if len(models) == 1 else None
+    if origin in (list, tuple):
+        return _unwrap(typing.get_args(annotation)[0])
+    return annotation
+
+
+def _suggest(model: type[BaseModel], loc: Sequence[str | int], key: str) -> str:
+    owner = _model_at(model, loc)
+    if owner is None:
+        return ""
+    allowed = [(f.alias or n) for n, f in owner.model_fields.items()]
+    close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+    if not close:
+        close = [a for a in allowed if a.lower() == key.lower().replace("_", "")]
+    return f"; did you mean {close[0]!r}?" if close else f"; allowed keys: {', '.join(allowed)}"
+
+
+def _describe(err: Mapping[str, Any], model: type[BaseModel]) -> tuple[Path, bool, str]:
+    """(path the error is about, whether it is about the key, message)."""
+    loc: Path = tuple(p for p in err["loc"] if isinstance(p, (str, int)))
+    where = ".".join(str(p) for p in loc) or "document"
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        key = str(loc[-1])
+        return (
+            loc,
+            True,
+            f"unknown key {key!r} in {'.'.join(map(str, loc[:-1])) or 'document'}"
+            + (_suggest(model, loc[:-1], key)),
+        )
+    if kind == "missing":
+        return loc, True, f"missing required key {where!r}"
+    cause = (err.get("ctx") or {}).get("error")
+    if isinstance(cause, FieldError):
+        return (*loc, cause.field), True, str(cause)
+    message = err["msg"].removeprefix("Value error, ")
+    if kind == "string_type" and isinstance(err.get("input"), (bool, int, float)):
+        message += " (quote the value to keep it as text)"
+    return loc, False, f"{where}: {message}"
+
+
+def _validate(
+    data: Any, positions: Positions, source: SourceFile, line: int, errors: list[ConfigError]
+) -> Document | None:
+    def error_at(path: Path, message: str, *, key: bool = False) -> None:
+        mark = positions.of(path, key=key)
+        errors.append(ConfigError(source.path, mark.line, mark.column, message))
+
+    if not isinstance(data, dict):
+        errors.append(
+            ConfigError(
+                source.path,
+                line,
+                1,
+                "a document must be a mapping of apiVersion, kind, metadata, spec",
+            )
+        )
+        return None
+    if data.get("apiVersion") != API_VERSION:
+        error_at(
+            ("apiVersion",), f"apiVersion must be {API_VERSION!r}", key="apiVersion" not in data
+        )
+        return None
+    kind = data.get("kind")
+    model = DOCUMENT_KINDS.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        hint = difflib.get_close_matches(str(kind), DOCUMENT_KINDS, n=1)
+        error_at(
+            ("kind",),
+            f"unknown kind {kind!r}; expected one of {', '.join(DOCUMENT_KINDS)}"
+            + (f" (did you mean {hint[0]!r}?)" if hint else ""),
+            key="kind" not in data,
+        )
+        return None
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as e:
+        for err in e.errors(include_url=False):
+            path, about_key, message = _describe(err, model)
+            error_at(path, message, key=about_key)
+        return None
+
+
+def _check_expansions(
+    data: Any, positions: Positions, path: str, env: Mapping[str, str], errors: list[ConfigError]
+) -> None:
+    """Unset or malformed `${...}` in the fields that expand; run on raw data, valid or not."""
+    spec = data.get("spec") if isinstance(data, dict) and data.get("kind") == "MCPServer" else None
+    # a disabled server is never connected, so its variables need not be set
+    if not isinstance(spec, dict) or spec.get("enabled") is False:
+        return
+    texts: list[tuple[Path, Any]] = [(("spec", "url"), spec.get("url"))]
+    for name in ("args", "env", "headers"):
+        value = spec.get(name)
+        items = (
+            enumerate(value)
+            if isinstance(value, list)
+            else (value.items() if isinstance(value, dict) else ())
+        )
+        texts += [(("spec", name, k), v) for k, v in items]
+    for where, text in texts:
+        if not isinstance(text, str):
+            continue
+        for problem in expansion_problems(text, env):
+            mark = positions.of(where)
+            column = mark.column + (mark.shift + problem.offset if mark.shift is not None else 0)
+            errors.append(ConfigError(path, mark.line, column, problem.message))
+
+
+def load_file(
+    source: SourceFile, env: Mapping[str, str]
+) -> tuple[list[LoadedDocument], list[ConfigError]]:
+    """Every document of one file, validated, with every error found in it."""
+    errors: list[ConfigError] = []
+    loaded: list[LoadedDocument] = []
+    for data, positions, line in _documents(source, errors):
+        _check_expansions(data, positions, source.path, env, errors)
+        document = _validate(data, positions, source, line, errors)
+        if document is not None:
+            loaded.append(LoadedDocument(document, source.path, line, positions))
+    return loaded, errors
+
+
+def kind_allowed(path: str, document: Document) -> str | None:
+    """Why a document may not stand in this file, or None if it may."""
+    in_agent_file = path.rsplit("/", 1)[-1] in ("agent.yaml", "agent.yml") and "/" not in path
+    if isinstance(document, AgentDocument) and not in_agent_file:
+        return "kind Agent belongs in agent.yaml"
+    if isinstance(document, (MCPServerDocument, PromptDocument)) and in_agent_file:
+        return f"kind {document.kind} belongs in servers.d/"
+    return None

@@ -1,0 +1,226 @@
+"""The status document (DESIGN.md section 7) as immutable values, and kstatus conditions. Pure.
+
+Producers: the reconciler fills `ConfigStatus`, the manager one `ServerStatus` per server, the
+agent/hub/watcher their parts. Consumers: the status server, the dashboard, `jackfield status`,
+the store. Timestamps are aware datetimes, rendered as RFC 3339 UTC.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+ServerState = Literal["Pending", "Connecting", "Ready", "Degraded", "Backoff", "Failed", "Disabled"]
+SERVER_STATES: tuple[ServerState, ...] = (
+    "Pending",
+    "Connecting",
+    "Ready",
+    "Degraded",
+    "Backoff",
+    "Failed",
+    "Disabled",
+)
+WatcherState = Literal["Starting", "Watching", "Polling", "Degraded"]
+Outcome = Literal["applied", "failed", "noop", "rejected"]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def rfc3339(at: datetime | None) -> str | None:
+    if at is None:
+        return None
+    return at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str
+    last_transition: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "status": self.status,
+            "reason": self.reason,
+            "message": self.message,
+            "last_transition": rfc3339(self.last_transition),
+        }
+
+
+def set_condition(conditions: tuple[Condition, ...], new: Condition) -> tuple[Condition, ...]:
+    """Replace the condition of that type; keep its transition time if the status is the same."""
+    out: list[Condition] = []
+    for c in conditions:
+        if c.type == new.type:
+            if c.status == new.status:
+                new = replace(new, last_transition=c.last_transition)
+            continue
+        out.append(c)
+    return tuple(
+        sorted(
+            [*out, new],
+            key=lambda c: (
+                ("Ready", "Reconciling", "Stalled").index(c.type)
+                if c.type in ("Ready", "Reconciling", "Stalled")
+                else 9
+            ),
+        )
+    )
+
+
+def drop_condition(conditions: tuple[Condition, ...], type_: str) -> tuple[Condition, ...]:
+    """kstatus: abnormal-true conditions (Reconciling, Stalled) are removed, not set False."""
+    return tuple(c for c in conditions if c.type != type_)
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    revision: str
+    at: datetime
+    outcome: Outcome
+    changes: int
+    git_commit: str | None = None
+    errors: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "revision": self.revision,
+            "at": rfc3339(self.at),
+            "outcome": self.outcome,
+            "changes": self.changes,
+            "git_commit": self.git_commit,
+            "errors": self.errors,
+        }
+
+
+@dataclass(frozen=True)
+class ConfigStatus:
+    applied_revision: str | None = None
+    attempted_revision: str | None = None
+    git_commit: str | None = None
+    applied_at: datetime | None = None
+    observed_generation: int = 0
+    """Counts reconcile passes that looked at a new attempted revision."""
+    conditions: tuple[Condition, ...] = ()
+    errors: tuple[dict[str, Any], ...] = ()
+    """ConfigError.as_dict() items of the last attempted snapshot."""
+    history: tuple[HistoryEntry, ...] = ()
+    """Newest first, the last few passes."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "applied_revision": self.applied_revision,
+            "attempted_revision": self.attempted_revision,
+            "git_commit": self.git_commit,
+            "applied_at": rfc3339(self.applied_at),
+            "observed_generation": self.observed_generation,
+            "conditions": [c.to_json() for c in self.conditions],
+            "errors": list(self.errors),
+            "history": [h.to_json() for h in self.history],
+        }
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    name: str
+    transport: str
+    state: ServerState
+    since: datetime
+    tools: tuple[str, ...] = ()
+    """Exposed (prefixed) names of the tools this server currently contributes."""
+    restarts: int = 0
+    next_retry_at: datetime | None = None
+    last_error: str | None = None
+    stderr_tail: str | None = None
+    conflicts: tuple[str, ...] = ()
+    """Human-readable: 'files_read_file: kept by server alpha'."""
+    last_connected: datetime | None = None
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Extensions (capabilities, server info, limits), shown as-is."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "transport": self.transport,
+            "state": self.state,
+            "since": rfc3339(self.since),
+            "tools": list(self.tools),
+            "restarts": self.restarts,
+            "next_retry_at": rfc3339(self.next_retry_at),
+            "last_error": self.last_error,
+            "stderr_tail": self.stderr_tail,
+            "conflicts": list(self.conflicts),
+            "last_connected": rfc3339(self.last_connected),
+            "description": self.description,
+            **self.extra,
+        }
+
+
+@dataclass(frozen=True)
+class AgentStatus:
+    enabled: bool = False
+    reason: str | None = None
+    sessions: int = 0
+    instructions_revision: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "enabled": self.enabled,
+            "reason": self.reason,
+            "sessions": self.sessions,
+            "instructions_revision": self.instructions_revision,
+        }
+
+
+@dataclass(frozen=True)
+class HubStatus:
+    url: str | None = None
+    tools: int = 0
+    sessions: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"url": self.url, "tools": self.tools, "sessions": self.sessions}
+
+
+@dataclass(frozen=True)
+class WatcherStatus:
+    state: WatcherState = "Starting"
+    last_event_at: datetime | None = None
+    message: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "last_event_at": rfc3339(self.last_event_at),
+            "message": self.message,
+        }
+
+
+@dataclass(frozen=True)
+class Status:
+    ready: bool
+    config: ConfigStatus
+    servers: tuple[ServerStatus, ...]
+    agent: AgentStatus
+    hub: HubStatus
+    watcher: WatcherStatus
+    store: dict[str, Any] = field(default_factory=dict)
+    """{"state": "Ok"|"Degraded", "message": ...}"""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ready": self.ready,
+            "config": self.config.to_json(),
+            "servers": [s.to_json() for s in sorted(self.servers, key=lambda s: s.name)],
+            "agent": self.agent.to_json(),
+            "hub": self.hub.to_json(),
+            "watcher": self.watcher.to_json(),
+            "store": self.store,
+        }

@@ -1,0 +1,73 @@
+"""Settings: flags > environment (`JACKFIELD_*`) > `.env` > defaults. The only module that
+reads the process environment; everything else gets what it needs passed in."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="JACKFIELD_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # --- config and state
+    config_dir: Path = Field(Path("."), description="Holds agent.yaml and servers.d/.")
+    database_url: str = Field(
+        "sqlite:///./.jackfield/state.db",
+        description="SQLAlchemy URL; SQLite by default, postgresql+psycopg://... for PostgreSQL.",
+    )
+    instance_id: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
+        description="Names this replica's live-state rows in a shared database.",
+    )
+
+    # --- reconcile
+    allow_empty: bool = Field(
+        False, description="Accept a snapshot without servers replacing one with servers."
+    )
+    resync_interval: float = Field(60.0, gt=0, description="Seconds between safety-net rescans.")
+    debounce_ms: int = Field(30, ge=1, le=5000, description="File-event debounce, milliseconds.")
+    force_polling: bool = Field(False, description="Poll the config dir instead of inotify.")
+
+    # --- servers
+    status_host: str = Field("127.0.0.1", description="Status server bind address.")
+    status_port: int = Field(8080, ge=0, le=65535, description="Status server port (0: any).")
+    status_token: SecretStr | None = Field(
+        None, description="Bearer token for the status server (not for /healthz, /readyz)."
+    )
+    hub_host: str = Field("127.0.0.1", description="Tool hub bind address.")
+    hub_port: int = Field(8765, ge=0, le=65535, description="Tool hub port (0: any).")
+    hub_token: SecretStr | None = Field(
+        None, description="Bearer token of the hub; generated at start when unset."
+    )
+
+    # --- LiveKit (standard names, no prefix)
+    livekit_url: str | None = Field(None, validation_alias=AliasChoices("LIVEKIT_URL"))
+    livekit_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("LIVEKIT_API_KEY")
+    )
+    livekit_api_secret: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("LIVEKIT_API_SECRET")
+    )
+    openai_api_key: SecretStr | None = Field(None, validation_alias=AliasChoices("OPENAI_API_KEY"))
+
+    # --- process
+    shutdown_grace: float = Field(
+        20.0, gt=0, description="Seconds SIGTERM waits for live tool calls before closing."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO")
+    log_format: Literal["auto", "json", "text"] = Field(
+        "auto", description="auto: text on a terminal, JSON otherwise."
+    )
+
+
+def environment() -> dict[str, str]:
+    """The process environment, for `${VAR}` expansion in the config."""
+    return dict(os.environ)

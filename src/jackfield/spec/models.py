@@ -1,0 +1,312 @@
+"""The config language: `Agent`, `MCPServer` and `Prompt` documents (apiVersion jackfield/v1).
+
+Models hold the text exactly as written: `${VAR}` references stay unexpanded here, so a model can
+be stored, hashed and shown without leaking a secret. Expansion lives in `core.expansion`.
+YAML keys are camelCase (`allowInterruptions`); Python attributes are snake_case.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic.alias_generators import to_camel
+
+API_VERSION = "jackfield/v1"
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+Name = Annotated[str, StringConstraints(pattern=DNS_LABEL, max_length=63)]
+Glob = Annotated[str, StringConstraints(min_length=1)]
+Seconds = Annotated[float, Field(gt=0, le=3600)]
+
+_HTTP_URL = re.compile(r"^https?://[^\s/]+", re.IGNORECASE)
+_WS_URL = re.compile(r"^wss?://[^\s/]+", re.IGNORECASE)
+
+
+class FieldError(ValueError):
+    """A rule about a whole object that is best shown at one of its fields."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        alias_generator=to_camel,
+        populate_by_name=True,
+        validate_default=True,
+    )
+
+
+class Metadata(_Model):
+    """Identity of a document."""
+
+    name: Name = Field(description="Lowercase DNS label (a-z, 0-9, '-'), unique per kind.")
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Free-form labels, matched by nothing yet; shown in status.",
+    )
+
+
+# --- Agent ----------------------------------------------------------------------------------
+
+
+class LLMSpec(_Model):
+    """The model that drives the conversation."""
+
+    mode: Literal["realtime", "pipeline"] = Field(
+        "realtime",
+        description="realtime: one speech-to-speech model. pipeline: STT -> LLM -> TTS.",
+    )
+    model: str = Field("gpt-4o-realtime-preview", min_length=1, description="Model name.")
+    voice: str | None = Field("alloy", description="Voice of the realtime model or of the TTS.")
+    temperature: float | None = Field(0.8, ge=0, le=2, description="Sampling temperature.")
+    stt: str | None = Field(
+        None, description="pipeline only: speech-to-text model (plugin default)."
+    )
+    tts: str | None = Field(
+        None, description="pipeline only: text-to-speech model (plugin default)."
+    )
+
+    @model_validator(mode="after")
+    def _pipeline_only_fields(self) -> LLMSpec:
+        if self.mode == "realtime" and (self.stt or self.tts):
+            raise FieldError(
+                "stt" if self.stt else "tts", "stt and tts apply to mode: pipeline only"
+            )
+        return self
+
+
+class TurnSpec(_Model):
+    """When the user's turn ends and whether they can interrupt the agent."""
+
+    allow_interruptions: bool = Field(True, description="The user may talk over the agent.")
+    min_interruption_duration: float = Field(
+        0.5, ge=0, le=10, description="Seconds of speech before it counts as an interruption."
+    )
+    min_endpointing_delay: float = Field(
+        0.5, ge=0, le=30, description="Seconds of silence before the turn may end."
+    )
+    max_endpointing_delay: float = Field(
+        6.0, ge=0, le=60, description="Seconds of silence after which the turn always ends."
+    )
+
+    @model_validator(mode="after")
+    def _delays_ordered(self) -> TurnSpec:
+        if self.min_endpointing_delay > self.max_endpointing_delay:
+            raise FieldError(
+                "minEndpointingDelay", "minEndpointingDelay must not exceed maxEndpointingDelay"
+            )
+        return self
+
+
+class AgentSpec(_Model):
+    """The voice agent: what it is told, how it speaks, which servers' tools it gets."""
+
+    instructions: str = Field(min_length=1, description="System instructions of the agent.")
+    greeting: str | None = Field(
+        None, description="What the agent is asked to say first; no greeting when absent."
+    )
+    llm: LLMSpec = Field(default_factory=LLMSpec, description="The model.")
+    fallback: LLMSpec | None = Field(
+        None, description="Used when the main model cannot start (e.g. realtime unavailable)."
+    )
+    turn: TurnSpec = Field(default_factory=TurnSpec, description="Turn-taking.")
+    servers: list[Glob] = Field(
+        default_factory=lambda: ["*"],
+        description="Glob selectors on MCPServer names whose tools the agent gets.",
+    )
+
+
+class AgentDocument(_Model):
+    """`kind: Agent`, only in agent.yaml."""
+
+    api_version: Literal["jackfield/v1"] = Field(description="Always jackfield/v1.")
+    kind: Literal["Agent"]
+    metadata: Metadata
+    spec: AgentSpec
+
+
+# --- MCPServer ------------------------------------------------------------------------------
+
+
+class CallLimits(_Model):
+    """Governance of tool calls; every field is optional (no limit)."""
+
+    max_concurrent_calls: int | None = Field(
+        None, ge=1, le=1000, description="Calls in flight at once; more queue."
+    )
+    max_queued: int | None = Field(
+        None,
+        ge=0,
+        le=10000,
+        description="Calls waiting beyond maxConcurrentCalls; more fail fast with 'busy' (16).",
+    )
+    calls_per_minute: float | None = Field(
+        None, gt=0, le=100000, description="Token bucket: sustained rate, burst of one minute."
+    )
+    cache_ttl: float | None = Field(
+        None,
+        ge=0,
+        le=86400,
+        description="Seconds identical calls to a cacheable tool return the cached result.",
+    )
+
+
+class ToolOverride(CallLimits):
+    """Per-tool settings, keyed by the server's own tool name."""
+
+    cacheable: bool = Field(
+        False, description="Results may be cached (the tool has no side effects)."
+    )
+
+
+class ToolsSpec(_Model):
+    """Which of the server's tools are exposed, and under what names."""
+
+    include: list[Glob] = Field(
+        default_factory=lambda: ["*"], description="Globs on the server's own tool names."
+    )
+    exclude: list[Glob] = Field(default_factory=list, description="Globs removed after include.")
+    prefix: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_-]*$",
+        max_length=32,
+        description='Prepended to every tool name; default "<metadata.name>_", "" for none.',
+    )
+    overrides: dict[str, ToolOverride] = Field(
+        default_factory=dict, description="Per-tool limits and caching, by upstream tool name."
+    )
+
+
+class TimeoutsSpec(_Model):
+    """Deadlines, in seconds."""
+
+    connect: Seconds = Field(10.0, description="Start and handshake.")
+    call: Seconds = Field(30.0, description="One tool call; the upstream call is cancelled after.")
+
+
+class LimitsSpec(CallLimits):
+    """Bounds on what a server may send back, and on calls to all its tools."""
+
+    max_output_bytes: int = Field(
+        16384,
+        ge=256,
+        le=10 * 1024 * 1024,
+        description="Tool results beyond this are cut head+tail with a marker.",
+    )
+
+
+Transport = Literal["stdio", "http", "sse", "websocket"]
+_STDIO_ONLY = ("command", "args", "env", "cwd")
+_REMOTE_ONLY = ("url", "headers")
+
+
+class MCPServerSpec(_Model):
+    """One MCP server. Mirrors the SDK's StdioServerParameters and HTTP client parameters."""
+
+    model_config = ConfigDict(coerce_numbers_to_str=True)
+
+    description: str = Field("", description="What the server is for; shown in status.")
+    enabled: bool = Field(True, description="false keeps it declared but not connected.")
+    transport: Transport = Field(
+        "stdio", description="stdio | http (streamable HTTP) | sse | websocket."
+    )
+    command: str | None = Field(None, min_length=1, description="stdio: the executable (argv[0]).")
+    args: list[str] = Field(
+        default_factory=list, description="stdio: arguments, never a shell string."
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="stdio: environment over a minimal safe one; ${VAR} expands, and is secret.",
+    )
+    cwd: str | None = Field(
+        None, description="stdio: working directory, relative to the config dir."
+    )
+    url: str | None = Field(None, description="http/sse/websocket: the endpoint.")
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="http/sse/websocket: request headers; ${VAR} expands."
+    )
+    tools: ToolsSpec = Field(default_factory=ToolsSpec, description="Tool filter and naming.")
+    prompt: str | None = Field(
+        None, description="Appended to the agent's instructions while this server is Ready."
+    )
+    scope: Literal["shared", "session"] = Field(
+        "shared", description="shared: one connection for all sessions; session: one per session."
+    )
+    timeouts: TimeoutsSpec = Field(default_factory=TimeoutsSpec, description="Deadlines.")
+    limits: LimitsSpec = Field(default_factory=LimitsSpec, description="Output and call bounds.")
+    audit: Literal["metadata", "full"] = Field(
+        "metadata",
+        description="metadata: audit rows hold a hash of the arguments; full: the arguments and"
+        " results too (secret values redacted).",
+    )
+
+    @model_validator(mode="after")
+    def _fields_fit_transport(self) -> MCPServerSpec:
+        given = self.model_fields_set
+        if self.transport == "stdio":
+            if self.command is None:
+                raise FieldError("transport", "transport stdio needs 'command'")
+            if any(c.isspace() for c in self.command.strip()) and not self.args:
+                raise FieldError(
+                    "command",
+                    "'command' is one executable, not a shell line: put its arguments in 'args'",
+                )
+            wrong = [f for f in _REMOTE_ONLY if f in given]
+        else:
+            if self.url is None:
+                raise FieldError("transport", f"transport {self.transport} needs 'url'")
+            pattern = _WS_URL if self.transport == "websocket" else _HTTP_URL
+            scheme = "ws:// or wss://" if self.transport == "websocket" else "http:// or https://"
+            if not self.url.startswith("${") and not pattern.match(self.url):
+                raise FieldError(
+                    "url", f"'url' must start with {scheme} for transport {self.transport}"
+                )
+            wrong = [f for f in _STDIO_ONLY if f in given]
+        if wrong:
+            raise FieldError(
+                to_camel(wrong[0]),
+                f"{', '.join(map(repr, wrong))} does not apply to transport {self.transport}",
+            )
+        return self
+
+
+class MCPServerDocument(_Model):
+    """`kind: MCPServer`, in servers.d/."""
+
+    api_version: Literal["jackfield/v1"] = Field(description="Always jackfield/v1.")
+    kind: Literal["MCPServer"]
+    metadata: Metadata
+    spec: MCPServerSpec
+
+
+# --- Prompt ---------------------------------------------------------------------------------
+
+
+class PromptSpec(_Model):
+    """A fragment appended to the agent's instructions."""
+
+    text: str = Field(min_length=1, description="The text.")
+    order: int = Field(0, description="Fragments are appended in (order, name) order.")
+
+
+class PromptDocument(_Model):
+    """`kind: Prompt`, in servers.d/."""
+
+    api_version: Literal["jackfield/v1"] = Field(description="Always jackfield/v1.")
+    kind: Literal["Prompt"]
+    metadata: Metadata
+    spec: PromptSpec
+
+
+Document = AgentDocument | MCPServerDocument | PromptDocument
+DOCUMENT_KINDS: dict[str, type[AgentDocument] | type[MCPServerDocument] | type[PromptDocument]] = {
+    "Agent": AgentDocument,
+    "MCPServer": MCPServerDocument,
+    "Prompt": PromptDocument,
+}
