@@ -1,0 +1,210 @@
+"""The read-only status server (DESIGN.md section 7): JSON status, probes, metrics, dashboard.
+
+GET and HEAD only. With a token, every route but the probes (/livez, /healthz, /readyz) wants
+`Authorization: Bearer <token>`. The probes call only the provider's cheap in-memory checks,
+so an orchestrator polling them never reaches the store or the MCP servers.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from jackfield.core import dashboard
+from jackfield.core.status import Status
+from jackfield.shell.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+ALLOW = "GET, HEAD"
+PUBLIC_PATHS = frozenset({"/livez", "/healthz", "/readyz"})
+MAX_REQUEST_BYTES = 64 * 1024
+MAX_HEADER_BYTES = 8 * 1024
+MAX_HEADERS = 64
+
+COMMON_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+DASHBOARD_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none';"
+    " form-action 'none'"
+)
+
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class StatusProvider(Protocol):
+    def status(self) -> Status: ...
+
+    def liveness(self) -> tuple[bool, str]:
+        """(alive, reason): the event loop and watcher task are running. Must not do I/O."""
+        ...
+
+    def readiness(self) -> tuple[bool, str]:
+        """(ready, reason): first reconcile applied, store reachable, hub serving."""
+        ...
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=json.dumps(body, ensure_ascii=False, default=str).encode(),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return _json({"error": message}, status, headers)
+
+
+class StatusServer:
+    """Serves the provider's status on host:port until `stop`."""
+
+    def __init__(
+        self,
+        provider: StatusProvider,
+        metrics: Metrics,
+        *,
+        host: str,
+        port: int,
+        token: str | None = None,
+        refresh_seconds: int = 5,
+    ) -> None:
+        self._provider = provider
+        self._metrics = metrics
+        self._host = host
+        self._port = port
+        self._token = token.encode() if token else None
+        self._refresh = refresh_seconds
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (the real one after `start`, when constructed with 0)."""
+        return self._port
+
+    @property
+    def url(self) -> str:
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"http://{host}:{self._port}"
+
+    async def start(self) -> None:
+        """Bind and serve.
+
+        Raises:
+            OSError: the address cannot be bound (in use, not permitted).
+        """
+
+        @web.middleware
+        async def guard(request: web.Request, handler: _Handler) -> web.StreamResponse:
+            return await self._guard(request, handler)
+
+        app = web.Application(middlewares=[guard], client_max_size=MAX_REQUEST_BYTES)
+        app.router.add_get("/", self._dashboard)
+        app.router.add_get("/status", self._status)
+        app.router.add_get("/status/servers/{name}", self._server)
+        app.router.add_get("/livez", self._livez)
+        app.router.add_get("/healthz", self._livez)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", self._render_metrics)
+        runner = web.AppRunner(
+            app,
+            access_log=None,  # probes every few seconds would drown the log
+            shutdown_timeout=2.0,
+            max_line_size=MAX_HEADER_BYTES,
+            max_field_size=MAX_HEADER_BYTES,
+            max_headers=MAX_HEADERS,
+        )
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self._host, self._port)
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self._port = int(runner.addresses[0][1])
+        log.info("status server listening on %s", self.url)
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    # --- middleware
+
+    async def _guard(self, request: web.Request, handler: _Handler) -> web.StreamResponse:
+        response: web.StreamResponse
+        try:
+            if request.method not in ("GET", "HEAD"):
+                # Before auth and routing: no method other than GET/HEAD exists anywhere.
+                response = _error(405, "method not allowed", {"Allow": ALLOW})
+            elif (
+                self._token is not None
+                and request.path not in PUBLIC_PATHS
+                and not self._authorized(request)
+            ):
+                response = _error(
+                    401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"}
+                )
+            else:
+                response = await handler(request)
+        except web.HTTPException as e:
+            extra = {"Allow": ALLOW} if e.status == 405 else None
+            response = _error(e.status, e.reason.lower(), extra)
+        except Exception:
+            log.exception("status server: %s %s failed", request.method, request.path)
+            response = _error(500, "internal error")
+        response.headers.update(COMMON_HEADERS)
+        return response
+
+    def _authorized(self, request: web.Request) -> bool:
+        assert self._token is not None
+        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+        return hmac.compare_digest(credentials.strip().encode(), self._token)
+
+    # --- routes
+
+    async def _status(self, request: web.Request) -> web.Response:
+        return _json(self._provider.status().to_json())
+
+    async def _server(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        for server in self._provider.status().servers:
+            if server.name == name:
+                return _json(server.to_json())
+        return _error(404, f"no server named {name!r}")
+
+    async def _livez(self, request: web.Request) -> web.Response:
+        ok, reason = self._provider.liveness()
+        return _json({"ok": True}) if ok else _json({"ok": False, "reason": reason}, 503)
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        ok, reason = self._provider.readiness()
+        return _json({"ok": True}) if ok else _json({"ok": False, "reason": reason}, 503)
+
+    async def _render_metrics(self, request: web.Request) -> web.Response:
+        response = web.Response(body=self._metrics.render())
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
+
+    async def _dashboard(self, request: web.Request) -> web.Response:
+        page = dashboard.render(self._provider.status(), refresh_seconds=self._refresh)
+        return web.Response(
+            text=page,
+            content_type="text/html",
+            charset="utf-8",
+            headers={"Content-Security-Policy": DASHBOARD_CSP},
+        )
