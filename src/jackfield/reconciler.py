@@ -137,6 +137,16 @@ class Reconciler:
         """Ask for one more pass; triggers during a pass coalesce into one."""
         self._wake.set()
 
+    def attach_store(self, store: StateStore) -> None:
+        """Persist from now on; the next pass writes the applied snapshot to it."""
+        self.store = store
+        self.resync_store()
+
+    def resync_store(self) -> None:
+        """The store missed writes (it was away): write the applied snapshot again."""
+        self._store_synced = None
+        self.trigger()
+
     async def wait_first_pass(self) -> None:
         await self._first_pass.wait()
 

@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     shutdown_grace: float = Field(
         20.0, gt=0, description="Seconds SIGTERM waits for live tool calls before closing."
     )
+    audit_retention_days: float = Field(
+        7.0, gt=0, description="Days of tool-call audit rows kept in the store."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO")
     log_format: Literal["auto", "json", "text"] = Field(
         "auto", description="auto: text on a terminal, JSON otherwise."

@@ -60,11 +60,15 @@ def connection_hash(spec: MCPServerSpec) -> str:
 
 
 def resolve(spec: MCPServerSpec, env: Mapping[str, str]) -> Connection:
-    """Expand the spec's references against `env`.
+    """Expand the spec's references against `env`. A disabled server is never connected, so
+    nothing of it is expanded (its variables need not be set).
 
     Raises:
         KeyError: a variable is unset and has no default (the loader reports these first).
     """
+    if not spec.enabled:
+        return Connection(spec.transport, spec.command, (), {}, spec.cwd, None, {},
+                          spec.timeouts.connect, frozenset())  # fmt: skip
     secrets: set[str] = set()
 
     def secret(text: str) -> Secret:
