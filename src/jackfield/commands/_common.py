@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from jackfield.core.desired import Snapshot, build_snapshot
@@ -42,4 +43,22 @@ def load(root: Path) -> Snapshot:
     return build_snapshot(found.files, environment(), found.errors)
 
 
-__all__ = ["ConfigInvalid", "add_dir_argument", "config_dir", "load", "shown_path"]
+def load_or_report(root: Path) -> Snapshot | None:
+    """The snapshot, or None after printing every error (one `path:line:col: msg` per line)."""
+    try:
+        return load(root)
+    except ConfigInvalid as e:
+        for error in e.errors:
+            print(shown_path(root, error))
+        print(f"{len(e.errors)} error(s)", file=sys.stderr)
+        return None
+
+
+__all__ = [
+    "ConfigInvalid",
+    "add_dir_argument",
+    "config_dir",
+    "load",
+    "load_or_report",
+    "shown_path",
+]

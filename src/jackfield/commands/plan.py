@@ -11,7 +11,7 @@ import argparse
 import asyncio
 import sys
 
-from jackfield.commands._common import ConfigInvalid, add_dir_argument, config_dir, load, shown_path
+from jackfield.commands._common import add_dir_argument, config_dir, load_or_report
 from jackfield.core.desired import Snapshot
 from jackfield.core.plan_render import render
 from jackfield.core.planning import plan
@@ -45,12 +45,8 @@ async def _render(snapshot: Snapshot, url: str) -> tuple[str, bool]:
 
 def run(args: argparse.Namespace) -> int:
     root = config_dir(args)
-    try:
-        snapshot = load(root)
-    except ConfigInvalid as e:
-        for error in e.errors:
-            print(shown_path(root, error))
-        print(f"{len(e.errors)} error(s)", file=sys.stderr)
+    snapshot = load_or_report(root)
+    if snapshot is None:
         return 1
     url = args.database_url or Settings().database_url
     try:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from jackfield.commands._common import ConfigInvalid, add_dir_argument, config_dir, load, shown_path
+from jackfield.commands._common import add_dir_argument, config_dir, load_or_report
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -16,12 +15,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     root = config_dir(args)
-    try:
-        snapshot = load(root)
-    except ConfigInvalid as e:
-        for error in e.errors:
-            print(shown_path(root, error))
-        print(f"{len(e.errors)} error(s)", file=sys.stderr)
+    snapshot = load_or_report(root)
+    if snapshot is None:
         return 1
     print(
         f"valid: agent {snapshot.agent.name}, {len(snapshot.servers)} server(s),"

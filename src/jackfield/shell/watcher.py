@@ -113,7 +113,12 @@ class ConfigWatcher:
         """
         root = current[0]
         self.state = "Polling" if self.polling else "Watching"
-        self.message = None
+        if self.polling and self.restarts:
+            self.message = (
+                f"WatcherDegraded: the native watcher failed {self.restarts} time(s); polling"
+            )
+        else:
+            self.message = None
         async for changes in awatch(
             root,
             watch_filter=None,
