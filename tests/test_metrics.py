@@ -70,12 +70,14 @@ def test_no_applied_revision_means_no_revision_series() -> None:
 
 
 def test_calls_rejections_queues_sessions_and_events_are_exposed() -> None:
-    m = Metrics()
+    limited = ServerStatus(
+        "time", "stdio", "Ready", T0, extra={"limits": {"queued": {"*": 3, "t": 1}}}
+    )
+    m = Metrics(lambda: [limited])
     m.tool_call("time", "time_get_current_time", "ok", 0.03)
     m.tool_call("time", "time_get_current_time", "ok", 0.05)
     m.tool_call("time", "time_convert_time", "error", 2.0)
     m.rejected("time", "rate_limited")
-    m.set_queue("time", 4)
     m.set_sessions(hub=2, agent=1)
     m.watch_event()
     m.resync()
@@ -91,7 +93,7 @@ def test_calls_rejections_queues_sessions_and_events_are_exposed() -> None:
         value(samples, "jackfield_tool_calls_rejected_total", server="time", reason="rate_limited")
         == 1.0
     )
-    assert value(samples, "jackfield_tool_call_queue_depth", server="time") == 4.0
+    assert value(samples, "jackfield_tool_call_queue_depth", server="time") == 4.0  # summed gates
     assert value(samples, "jackfield_hub_sessions") == 2.0
     assert value(samples, "jackfield_agent_sessions") == 1.0
     assert value(samples, "jackfield_watch_events_total") == 1.0
@@ -124,23 +126,21 @@ def test_forget_server_drops_only_that_servers_call_series() -> None:
         m.tool_call(server, "t", "ok", 0.1)
         m.tool_call(server, "t", "timeout", 30.0)
         m.rejected(server, "concurrency")
-        m.set_queue(server, 1)
     m.forget_server("gone")
     m.forget_server("never-seen")
     samples = scrape(m)
     assert not [labels for _, labels in samples if ("server", "gone") in labels]
     assert value(samples, "jackfield_tool_calls_total", server="time", outcome="timeout") == 1.0
-    assert value(samples, "jackfield_tool_call_queue_depth", server="time") == 1.0
     m.tool_call("gone", "t", "ok", 0.1)  # a server can come back after being forgotten
     assert value(scrape(m), "jackfield_tool_calls_total", server="gone", outcome="ok") == 1.0
 
 
 def test_every_documented_metric_is_present() -> None:
-    m = Metrics(lambda: SERVERS)
+    limited = ServerStatus("q", "stdio", "Ready", T0, extra={"limits": {"queued": {"*": 0}}})
+    m = Metrics(lambda: [*SERVERS, limited])
     m.reconcile(result="applied", seconds=0.1, revision="sha256:x", success=True)
     m.tool_call("time", "t", "ok", 0.1)
     m.rejected("time", "rate_limited")
-    m.set_queue("time", 0)
     families = {f.name for f in text_string_to_metric_families(m.render().decode())}
     assert {
         "jackfield_config_last_reload_successful",

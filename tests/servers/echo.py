@@ -4,11 +4,11 @@ Run from the repo root:
 
     python -m tests.servers.echo [flags]        # or: python tests/servers/echo.py [flags]
 
-Tools: echo, add, slow, big, env, fail, pid (see `build_server`). Transports: stdio (default),
-streamable HTTP (`--transport http`, endpoint `/mcp`) and SSE (`--transport sse`, endpoints
-`/sse` + `/messages/`). For http/sse the server prints `LISTENING <port>` on stdout once it
-accepts requests (`--port 0` picks a free port). Fault flags (crash, hang, flood, ...) are
-described in `parse_args`.
+Tools: echo, add, slow, big, env, fail, pid, count (see `build_server`). Transports: stdio
+(default), streamable HTTP (`--transport http`, endpoint `/mcp`) and SSE (`--transport sse`,
+endpoints `/sse` + `/messages/`). For http/sse the server prints `LISTENING <port>` on stdout
+once it accepts requests (`--port 0` picks a free port). Fault flags (crash, hang, flood, ...)
+are described in `parse_args`.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from mcp.shared.message import SessionMessage
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-ALL_TOOLS = ("echo", "add", "slow", "big", "env", "fail", "pid")
+ALL_TOOLS = ("echo", "add", "slow", "big", "env", "fail", "pid", "count")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -178,6 +178,14 @@ def build_server(args: argparse.Namespace) -> EchoServer:
     @mcp.tool(description="The server's process id.")
     def pid() -> int:
         return os.getpid()
+
+    calls = 0
+
+    @mcp.tool(description="Count calls of this tool in this process: answer '<key> <n>'.")
+    def count(key: str) -> str:
+        nonlocal calls
+        calls += 1
+        return f"{key} {calls}"
 
     if args.tools is not None:
         keep = {t.strip() for t in args.tools.split(",") if t.strip()}

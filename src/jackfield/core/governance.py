@@ -6,7 +6,8 @@ Time is passed in (monotonic seconds), so every rule here is tested without a cl
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,6 +80,11 @@ class Bucket:
             return True, Bucket(self.per_minute, tokens - 1.0, now)
         return False, Bucket(self.per_minute, tokens, now)
 
+    def give_back(self) -> Bucket:
+        """The state with the token of a call that never ran returned (capped at capacity)."""
+        capacity = max(1.0, self.per_minute)
+        return Bucket(self.per_minute, min(capacity, self.tokens + 1.0), self.updated)
+
     def retry_after(self) -> float:
         """Seconds until the next token."""
         return max(0.0, (1.0 - self.tokens) * 60.0 / self.per_minute)
@@ -87,3 +93,27 @@ class Bucket:
 def arguments_hash(arguments: Mapping[str, Any]) -> str:
     """A stable digest of call arguments: for cache keys and audit rows (never the values)."""
     return "sha256:" + hashlib.sha256(canonical(arguments).encode()).hexdigest()
+
+
+def redacted_json(value: Any, redact: Callable[[str], str]) -> str:
+    """`value` as JSON for an audit row, with `redact` applied to every string in it (keys
+    too) and to every number's text before encoding, and to the encoded text after.
+
+    Redacting only the encoded text misses a secret that JSON escapes (a quote, a backslash,
+    a non-ASCII letter); a number that contains a secret becomes the masked string.
+    """
+
+    def walk(v: Any) -> Any:
+        if isinstance(v, str):
+            return redact(v)
+        if isinstance(v, Mapping):
+            return {redact(str(k)): walk(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [walk(x) for x in v]
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            text = json.dumps(v)
+            masked = redact(text)
+            return v if masked == text else masked
+        return v
+
+    return redact(json.dumps(walk(value), sort_keys=True, default=str))

@@ -1,8 +1,10 @@
 """Call governance at run time: concurrency gates with bounded queues, rate limits, a TTL cache.
 
-One `Governor` per server. A call passes the server gate, then the tool gate; each gate admits
-`max_concurrent` calls, queues up to `max_queued` more, and refuses the rest at once. Counters
-(in use, queued, rejected by reason) feed status and metrics.
+One `Governor` per server. A call takes a token from the server's and the tool's bucket (both or
+neither), then passes the server gate, then the tool gate; each gate admits `max_concurrent`
+calls, queues up to `max_queued` more, and refuses the rest at once (giving the tokens back: a
+refused call never reached the server). Counters (in use, queued, rejected by reason) feed
+status and metrics.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from typing import Any
 
 from jackfield.core.governance import Bucket, Limits, arguments_hash, limits_for, server_limits
 from jackfield.spec.models import MCPServerSpec
+
+MAX_CACHED = 1024
+"""Cached results kept per server; past it, expired entries go, then the oldest."""
 
 
 class Rejected(Exception):
@@ -87,16 +92,31 @@ class Governor:
         self.clock = clock
         self.rejected: Counter[str] = Counter()
         self.cache_hits = 0
+        self.spec = spec
         self._gates: dict[str, Gate] = {}
         self._buckets: dict[str, Bucket] = {}
         self._cache: dict[tuple[str, str], _Cached] = {}
-        self.update(spec)
 
     def update(self, spec: MCPServerSpec) -> None:
-        """New limits apply to new calls; calls already admitted finish under the old ones."""
-        self.spec = spec
-        self._gates.clear()
-        self._buckets.clear()
+        """New limits apply to new calls; calls already admitted finish under the old ones.
+
+        A gate or bucket whose own limit is unchanged is kept, so an edit (of a prompt, a tool
+        filter, another tool's limit) neither refills buckets nor forgets calls in flight."""
+        old, self.spec = self.spec, spec
+        if (old.limits, old.tools.overrides) == (spec.limits, spec.tools.overrides):
+            return
+
+        def now_for(key: str) -> Limits:
+            return server_limits(spec) if key == "*" else limits_for(spec, key)
+
+        self._gates = {
+            k: g
+            for k, g in self._gates.items()
+            if (g.limit, g.max_queued) == (now_for(k).max_concurrent, now_for(k).max_queued)
+        }
+        self._buckets = {
+            k: b for k, b in self._buckets.items() if b.per_minute == now_for(k).per_minute
+        }
         self._cache.clear()
 
     def _gate(self, key: str, limits: Limits) -> Gate | None:
@@ -111,14 +131,42 @@ class Governor:
             self._gates[key] = gate
         return gate
 
-    def _take(self, key: str, limits: Limits, what: str) -> None:
-        if limits.per_minute is None:
-            return
+    def _take(self, levels: tuple[tuple[str, Limits], ...], what: str) -> list[str]:
+        """A token from every level's bucket, or from none; returns the keys taken from.
+
+        Raises:
+            Rejected: ("rate") some bucket is empty.
+        """
         now = self.clock()
-        bucket = self._buckets.get(key) or Bucket.full(limits.per_minute, now)
-        allowed, self._buckets[key] = bucket.take(now)
-        if not allowed:
-            raise Rejected("rate", f"{what} has been used too often; try again in a minute.")
+        taken: dict[str, Bucket] = {}
+        for key, limits in levels:
+            if limits.per_minute is None:
+                continue
+            bucket = self._buckets.get(key)
+            if bucket is None or bucket.per_minute != limits.per_minute:
+                bucket = Bucket.full(limits.per_minute, now)
+            allowed, after = bucket.take(now)
+            if not allowed:
+                raise Rejected("rate", f"{what} has been used too often; try again in a minute.")
+            taken[key] = after
+        self._buckets.update(taken)
+        return list(taken)
+
+    def _give_back(self, keys: list[str]) -> None:
+        for key in keys:
+            bucket = self._buckets.get(key)
+            if bucket is not None:
+                self._buckets[key] = bucket.give_back()
+
+    def _store(self, key: tuple[str, str], value: Any, ttl: float) -> None:
+        now = self.clock()
+        if len(self._cache) >= MAX_CACHED:
+            for k in [k for k, c in self._cache.items() if c.expires <= now]:
+                del self._cache[k]
+            while len(self._cache) >= MAX_CACHED:
+                del self._cache[next(iter(self._cache))]
+        self._cache.pop(key, None)  # re-inserted last: the dict's order is the age order
+        self._cache[key] = _Cached(now + ttl, value)
 
     async def call(self, tool: str, arguments: dict[str, Any], run: Callable[[], Any]) -> Any:
         """Run `run()` under the limits; raises Rejected (counted by reason)."""
@@ -130,20 +178,24 @@ class Governor:
                 self.cache_hits += 1
                 return hit.value
         what = f"The {tool} tool"
+        levels = (("*", per_server), (tool, per_tool))
         try:
-            self._take("*", per_server, what)
-            self._take(tool, per_tool, what)
+            tokens = self._take(levels, what)
             async with AsyncExitStack() as stack:
-                for gate_key, limits in (("*", per_server), (tool, per_tool)):
-                    gate = self._gate(gate_key, limits)
-                    if gate is not None:
-                        await stack.enter_async_context(gate.hold(what))
+                try:
+                    for gate_key, limits in levels:
+                        gate = self._gate(gate_key, limits)
+                        if gate is not None:
+                            await stack.enter_async_context(gate.hold(what))
+                except Rejected:
+                    self._give_back(tokens)
+                    raise
                 value = await run()
         except Rejected as e:
             self.rejected[e.reason] += 1
             raise
         if key is not None and not getattr(value, "is_error", False):
-            self._cache[key] = _Cached(self.clock() + per_tool.cache_ttl, value)
+            self._store(key, value, per_tool.cache_ttl)
         return value
 
     def snapshot(self) -> dict[str, Any]:

@@ -45,18 +45,26 @@ class _ServerCollector:
         return self._families()
 
     def collect(self) -> Iterable[Metric]:
-        up, state, restarts, tools = self._families()
+        up, state, restarts, tools, queued = self._families()
         for s in sorted(self._servers(), key=lambda s: s.name):
             up.add_metric([s.name], 1.0 if s.state in UP_STATES else 0.0)
             for candidate in SERVER_STATES:
                 state.add_metric([s.name, candidate], 1.0 if s.state == candidate else 0.0)
             restarts.add_metric([s.name], float(s.restarts))
             tools.add_metric([s.name], float(len(s.tools)))
-        return [up, state, restarts, tools]
+            # only servers with limits have gates (and so a queue)
+            gates = s.extra.get("limits", {}).get("queued")
+            if gates is not None:
+                queued.add_metric([s.name], float(sum(gates.values())))
+        return [up, state, restarts, tools, queued]
 
     @staticmethod
     def _families() -> tuple[
-        GaugeMetricFamily, GaugeMetricFamily, CounterMetricFamily, GaugeMetricFamily
+        GaugeMetricFamily,
+        GaugeMetricFamily,
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        GaugeMetricFamily,
     ]:
         return (
             GaugeMetricFamily(
@@ -77,6 +85,11 @@ class _ServerCollector:
             GaugeMetricFamily(
                 "jackfield_tools",
                 "Tools the server currently contributes to the catalog.",
+                labels=["server"],
+            ),
+            GaugeMetricFamily(
+                "jackfield_tool_call_queue_depth",
+                "Tool calls waiting for a concurrency slot (servers with limits only).",
                 labels=["server"],
             ),
         )
@@ -135,12 +148,6 @@ class Metrics:
             ["server", "reason"],
             registry=r,
         )
-        self._queue = Gauge(
-            "jackfield_tool_call_queue_depth",
-            "Tool calls waiting for a concurrency slot.",
-            ["server"],
-            registry=r,
-        )
         self._hub_sessions = Gauge(
             "jackfield_hub_sessions", "Open MCP sessions on the tool hub.", registry=r
         )
@@ -180,9 +187,6 @@ class Metrics:
 
     def rejected(self, server: str, reason: str) -> None:
         self._labelled(self._rejected, server, reason).inc()
-
-    def set_queue(self, server: str, depth: int) -> None:
-        self._labelled(self._queue, server).set(depth)
 
     def set_sessions(self, *, hub: int, agent: int) -> None:
         self._hub_sessions.set(hub)
