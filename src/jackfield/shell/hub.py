@@ -6,6 +6,11 @@ forwards calls through the manager (limits, timeouts, caps included), serves the
 effective instructions as the prompt `agent-instructions`, and announces changes the way each
 client's protocol expects: `notifications/*/list_changed` to handshake-era sessions (such as
 livekit-agents' MCP client), `subscriptions/listen` events to 2026-07-28 clients.
+
+A hub session is what `scope: session` servers are opened for and closed with: the
+`x-jackfield-session` header when the client sends one, else the handshake-era
+`Mcp-Session-Id`, else (a 2026-07-28 client, which has no session) the single request. It
+lasts while any connection or request carrying it is open.
 """
 
 from __future__ import annotations
@@ -14,25 +19,31 @@ import asyncio
 import contextlib
 import hmac
 import itertools
+import json
 import logging
 import socket
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 import mcp_types
 import uvicorn
 from mcp.server import Server
 from mcp.server.connection import Connection
-from mcp.server.context import ServerRequestContext
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.lowlevel.server import NotificationOptions
+from mcp.server.models import InitializationOptions
 from mcp.server.subscriptions import (
     InMemorySubscriptionBus,
     ListenHandler,
     PromptsListChanged,
     ToolsListChanged,
 )
+from mcp.shared.exceptions import MCPError
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from jackfield import __version__
-from jackfield.core import instructions
+from jackfield.core import instructions, results
 from jackfield.core.catalog import CatalogChange
 from jackfield.core.desired import Snapshot
 from jackfield.core.status import HubStatus
@@ -41,9 +52,13 @@ from jackfield.shell.manager import ServerManager, error_result
 log = logging.getLogger(__name__)
 
 PROMPT_NAME = "agent-instructions"
-MODERN = "2026-07-28"
 SESSION_HEADER = "x-jackfield-session"
-"""Sent by jackfield's own agent: the LiveKit job/room, for the audit trail."""
+"""Sent by jackfield's own agent: the LiveKit job/room, for the audit trail and session scope."""
+ANNOUNCE_TIMEOUT = 2.0
+"""Seconds one client may hold up an announcement before it is skipped for that client."""
+STOP_GRACE = 5.0
+"""Seconds `stop` waits for session clean-ups (closing `scope: session` servers)."""
+_RESERVED_META = "io.modelcontextprotocol/"
 
 Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]],
@@ -51,10 +66,13 @@ ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitab
 
 
 def _bearer(token: str, app: ASGIApp) -> ASGIApp:
-    """401 for every HTTP request without `Authorization: Bearer <token>`."""
+    """401 for every HTTP request without `Authorization: Bearer <token>`; no WebSockets."""
     expected = f"Bearer {token}".encode()
 
     async def guarded(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
         if scope["type"] == "http":
             given = dict(scope.get("headers") or []).get(b"authorization", b"")
             if not hmac.compare_digest(given, expected):
@@ -77,6 +95,33 @@ class _QuietServer(uvicorn.Server):
         yield
 
 
+class _HubServer(Server[Any]):
+    """Says `listChanged` to handshake-era clients: the hub does send those notifications.
+
+    (The SDK derives the flags from `NotificationOptions`, which its HTTP transport leaves at
+    the defaults; 2026-07-28 clients see them from the `subscriptions/listen` handler.)
+    """
+
+    def create_initialization_options(
+        self,
+        notification_options: NotificationOptions | None = None,
+        experimental_capabilities: dict[str, dict[str, Any]] | None = None,
+        extensions: dict[str, dict[str, Any]] | None = None,
+    ) -> InitializationOptions:
+        options = notification_options or NotificationOptions(
+            prompts_changed=True, tools_changed=True
+        )
+        return super().create_initialization_options(options, experimental_capabilities, extensions)
+
+
+def _own(result: mcp_types.CallToolResult) -> mcp_types.CallToolResult:
+    """An upstream result as the hub's: the upstream's protocol metadata (its serverInfo) goes."""
+    if not result.meta:
+        return result
+    meta = {k: v for k, v in result.meta.items() if not k.startswith(_RESERVED_META)}
+    return result.model_copy(update={"meta": meta or None})
+
+
 class ToolHub:
     def __init__(self, manager: ServerManager, *, host: str, port: int, token: str) -> None:
         self.manager = manager
@@ -87,9 +132,13 @@ class ToolHub:
         self.instructions = ""
         self.instructions_revision: str | None = None
         self._connections: dict[Connection, str] = {}
+        self._holders: Counter[str] = Counter()
         self._ids = itertools.count(1)
+        self._listed: tuple[tuple[str, str, str], ...] = ()
         self._bus = InMemorySubscriptionBus()
+        self._listen = ListenHandler(self._bus)
         self._server = self._mcp_server()
+        self._server.middleware.append(self._middleware)
         self._uvicorn: _QuietServer | None = None
         self._task: asyncio.Task[None] | None = None
         self._pending: set[asyncio.Task[None]] = set()
@@ -115,26 +164,37 @@ class ToolHub:
             if self._selected(e.server)
         ]
 
+    def _input_schema(self, name: str) -> Mapping[str, Any] | None:
+        entry = self.manager.catalog.entries.get(name)
+        return entry.input_schema if entry is not None and self._selected(entry.server) else None
+
+    async def _call(
+        self, name: str, arguments: dict[str, Any], session: str
+    ) -> mcp_types.CallToolResult:
+        """Forward a call; every failure is a result whose text the agent can say."""
+        entry = self.manager.catalog.entries.get(name)
+        if entry is not None and not self._selected(entry.server):
+            return error_result(results.unknown_tool(name))
+        try:
+            return _own(await self.manager.call(name, arguments, session=session))
+        except Exception:  # e.g. the server went away between lookup and call
+            log.exception("tool call %s failed in the hub", name)
+            return error_result(f"The {name} tool is unavailable right now.")
+
     def _mcp_server(self) -> Server[Any]:
         async def list_tools(
             ctx: ServerRequestContext[Any], params: mcp_types.PaginatedRequestParams | None
         ) -> mcp_types.ListToolsResult:
-            self._track(ctx)
             return mcp_types.ListToolsResult(tools=self.tools())
 
         async def call_tool(
             ctx: ServerRequestContext[Any], params: mcp_types.CallToolRequestParams
         ) -> mcp_types.CallToolResult:
-            session = self._track(ctx)
-            entry = self.manager.catalog.entries.get(params.name)
-            if entry is not None and not self._selected(entry.server):
-                return error_result(f"There is no tool called {params.name}.")
-            return await self.manager.call(params.name, params.arguments or {}, session=session)
+            return await self._call(params.name, dict(params.arguments or {}), self._track(ctx))
 
         async def list_prompts(
             ctx: ServerRequestContext[Any], params: mcp_types.PaginatedRequestParams | None
         ) -> mcp_types.ListPromptsResult:
-            self._track(ctx)
             prompt = mcp_types.Prompt(
                 name=PROMPT_NAME,
                 description=f"The agent's effective instructions ({self.instructions_revision})",
@@ -144,10 +204,7 @@ class ToolHub:
         async def get_prompt(
             ctx: ServerRequestContext[Any], params: mcp_types.GetPromptRequestParams
         ) -> mcp_types.GetPromptResult:
-            self._track(ctx)
             if params.name != PROMPT_NAME:
-                from mcp.shared.exceptions import MCPError
-
                 raise MCPError(mcp_types.INVALID_PARAMS, f"unknown prompt {params.name!r}")
             text = mcp_types.TextContent(type="text", text=self.instructions)
             return mcp_types.GetPromptResult(
@@ -155,19 +212,28 @@ class ToolHub:
                 messages=[mcp_types.PromptMessage(role="user", content=text)],
             )
 
-        return Server(
+        return _HubServer(
             "jackfield-hub",
             version=__version__,
             instructions="Tools of the MCP servers that jackfield manages.",
+            get_tool_input_schema=self._input_schema,
             on_list_tools=list_tools,
             on_call_tool=call_tool,
             on_list_prompts=list_prompts,
             on_get_prompt=get_prompt,
-            on_subscriptions_listen=ListenHandler(self._bus),
+            on_subscriptions_listen=self._listen,
         )
 
+    # --- hub sessions -----------------------------------------------------------------------------
+
+    async def _middleware(
+        self, ctx: ServerRequestContext[Any], call_next: CallNext
+    ) -> HandlerResult:
+        self._track(ctx)
+        return await call_next(ctx)
+
     def _track(self, ctx: ServerRequestContext[Any]) -> str:
-        """Remember the client connection for announcements; return its key (audit, scope)."""
+        """Remember the client connection for announcements; return its hub session key."""
         # The SDK hands handlers a per-request proxy; the per-client Connection behind it is
         # what carries standalone notifications and a teardown hook.
         connection: Connection = ctx.session._connection  # noqa: SLF001
@@ -176,27 +242,40 @@ class ToolHub:
             headers = getattr(ctx.request, "headers", None) or {}
             key = headers.get(SESSION_HEADER) or connection.session_id or f"c{next(self._ids)}"
             self._connections[connection] = key
-            connection.exit_stack.callback(self._connection_gone, connection, key)
+            self._holders[key] += 1
+            connection.exit_stack.callback(self._connection_gone, connection)
         return key
 
-    def _connection_gone(self, connection: Connection, key: str) -> None:
-        self._connections.pop(connection, None)
-        self._spawn(self.manager.close_session(key))
+    def _connection_gone(self, connection: Connection) -> None:
+        key = self._connections.pop(connection, None)
+        if key is None:
+            return
+        self._holders[key] -= 1
+        if self._holders[key] <= 0:
+            del self._holders[key]
+            self._spawn(self.manager.close_session(key))
 
     # --- announcements ----------------------------------------------------------------------------
 
     def set_snapshot(self, snapshot: Snapshot) -> None:
         """A new applied config: the agent's selectors and prompt texts may have changed."""
-        old_selection = self.snapshot.agent.document.spec.servers if self.snapshot else None
         self.snapshot = snapshot
-        if old_selection != snapshot.agent.document.spec.servers:
-            self._announce(tools=True, prompts=False)
+        self._check_tools()
         self._refresh_instructions()
 
     def _on_catalog(self, change: CatalogChange) -> None:
-        if not change.empty:
-            self._announce(tools=True, prompts=False)
+        self._check_tools()
         self._refresh_instructions()
+
+    def _check_tools(self) -> None:
+        """Announce when what a client would list changed (not for unselected servers)."""
+        listed = tuple(
+            (t.name, t.description or "", json.dumps(t.input_schema, sort_keys=True, default=str))
+            for t in self.tools()
+        )
+        if listed != self._listed:
+            self._listed = listed
+            self._announce(tools=True, prompts=False)
 
     def _refresh_instructions(self) -> None:
         if self.snapshot is None:
@@ -218,21 +297,31 @@ class ToolHub:
         task.add_done_callback(self._pending.discard)
 
     async def _broadcast(self, *, tools: bool, prompts: bool) -> None:
+        # 2026-07-28 clients hear it on their `subscriptions/listen` streams, fed by the bus.
         if tools:
             await self._bus.publish(ToolsListChanged())
         if prompts:
             await self._bus.publish(PromptsListChanged())
-        for connection in list(self._connections):
-            if connection.protocol_version >= MODERN:
-                continue  # told through the subscription bus above
-            try:
+        handshake_era = [
+            c
+            for c in self._connections
+            if c.protocol_version not in MODERN_PROTOCOL_VERSIONS and c.initialized.is_set()
+        ]
+        await asyncio.gather(*(self._tell(c, tools=tools, prompts=prompts) for c in handshake_era))
+
+    @staticmethod
+    async def _tell(connection: Connection, *, tools: bool, prompts: bool) -> None:
+        """One handshake-era client, bounded: a client that stopped reading holds up no one."""
+        try:
+            async with asyncio.timeout(ANNOUNCE_TIMEOUT):
                 if tools:
                     await connection.send_tool_list_changed()
                 if prompts:
                     await connection.send_prompt_list_changed()
-            except Exception as e:  # a connection going away: it will not be told again
-                log.debug("announcement not delivered: %r", e)
-                self._connections.pop(connection, None)
+        except TimeoutError:
+            log.debug(
+                "announcement to %s skipped: the client is not reading", connection.session_id
+            )
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -273,9 +362,13 @@ class ToolHub:
 
     async def stop(self) -> None:
         self.serving = False
+        self._listen.close()  # listen streams end gracefully rather than hold up the shutdown
         if self._uvicorn is not None and self._task is not None:
             self._uvicorn.should_exit = True
             await asyncio.gather(self._task, return_exceptions=True)
+        # Ended sessions close their `scope: session` servers; let that finish, bounded.
+        if self._pending:
+            await asyncio.wait(list(self._pending), timeout=STOP_GRACE)
         for task in list(self._pending):
             task.cancel()
         await asyncio.gather(*self._pending, return_exceptions=True)

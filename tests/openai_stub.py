@@ -1,0 +1,169 @@
+"""An OpenAI-compatible chat-completions server on 127.0.0.1, for the real `openai.LLM` plugin.
+
+This is a network-boundary fake: everything in front of it (livekit's `openai.LLM`, the openai
+SDK, its HTTP client) is the real thing. `POST /v1/chat/completions` answers with a streamed
+response (`data: {chunk}` events, then `data: [DONE]`), scripted from the conversation:
+
+  last message is a tool result        -> text: "The tool said: <its content>"
+  last user message `call TOOL {json}` -> one tool call
+  anything else                        -> text: "You said: <the message>"
+
+Every request is recorded, and every tool's `function.parameters` is checked with
+`Draft202012Validator.check_schema` and its name against OpenAI's rule, so tests assert on what
+a real provider would have rejected.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+NAME_RULE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+"""What OpenAI accepts as a function name."""
+
+
+@dataclass
+class OpenAIStub:
+    host: str = "127.0.0.1"
+    port: int = 0
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    tools_seen: dict[str, Any] = field(default_factory=dict)
+    """Every tool name that reached the stub -> the last `parameters` sent for it."""
+    schema_problems: dict[str, str] = field(default_factory=dict)
+    """Tool name -> why its parameters are not a valid JSON Schema (2020-12)."""
+    bad_names: set[str] = field(default_factory=set)
+    _runner: web.AppRunner | None = None
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._completions)
+        app.router.add_get("/v1/models", self._models)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.host, self.port).start()
+        self.port = self._runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def __aenter__(self) -> OpenAIStub:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # --- what was seen ----------------------------------------------------------------------------
+
+    def _inspect(self, body: dict[str, Any]) -> None:
+        for tool in body.get("tools") or []:
+            function = tool.get("function") or {}
+            name = str(function.get("name"))
+            parameters = function.get("parameters")
+            self.tools_seen[name] = parameters
+            if not NAME_RULE.match(name):
+                self.bad_names.add(name)
+            try:
+                Draft202012Validator.check_schema(parameters)
+            except SchemaError as e:
+                self.schema_problems[name] = e.message
+
+    @staticmethod
+    def tool_results(body: dict[str, Any]) -> list[str]:
+        """The contents of the `role: tool` messages in one request."""
+        return [str(m.get("content")) for m in body.get("messages", []) if m.get("role") == "tool"]
+
+    # --- answering --------------------------------------------------------------------------------
+
+    async def _models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "gpt-4o-mini",
+                                                               "object": "model"}]})  # fmt: skip
+
+    async def _completions(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.requests.append(body)
+        self._inspect(body)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for chunk in self._answer(body):
+            await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    def _answer(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        messages = body.get("messages") or [{}]
+        last = messages[-1]
+        model = str(body.get("model", "stub"))
+        reply_id = f"chatcmpl-{next(self._ids)}"
+        content = _text(last.get("content"))
+        if last.get("role") == "tool":
+            return _text_chunks(reply_id, model, f"The tool said: {content}")
+        if last.get("role") == "user" and content.startswith("call "):
+            _, name, *rest = content.split(" ", 2)
+            arguments = rest[0] if rest else "{}"
+            return _call_chunks(reply_id, model, name, arguments, f"call_{next(self._ids)}")
+        return _text_chunks(reply_id, model, f"You said: {content}")
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, list):  # content parts
+        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return str(content or "")
+
+
+def _chunk(
+    reply_id: str, model: str, delta: dict[str, Any], finish: str | None = None
+) -> dict[str, Any]:
+    return {
+        "id": reply_id,
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+
+
+def _usage(reply_id: str, model: str) -> dict[str, Any]:
+    usage = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+    return {"id": reply_id, "object": "chat.completion.chunk", "created": 0, "model": model,
+            "choices": [], "usage": usage}  # fmt: skip
+
+
+def _text_chunks(reply_id: str, model: str, text: str) -> list[dict[str, Any]]:
+    half = len(text) // 2
+    return [
+        _chunk(reply_id, model, {"role": "assistant", "content": ""}),
+        _chunk(reply_id, model, {"content": text[:half]}),
+        _chunk(reply_id, model, {"content": text[half:]}),
+        _chunk(reply_id, model, {}, "stop"),
+        _usage(reply_id, model),
+    ]
+
+
+def _call_chunks(
+    reply_id: str, model: str, name: str, arguments: str, call_id: str
+) -> list[dict[str, Any]]:
+    half = len(arguments) // 2
+    start = {"index": 0, "id": call_id, "type": "function",
+             "function": {"name": name, "arguments": arguments[:half]}}  # fmt: skip
+    rest = {"index": 0, "function": {"arguments": arguments[half:]}}
+    return [
+        _chunk(reply_id, model, {"role": "assistant", "content": None, "tool_calls": [start]}),
+        _chunk(reply_id, model, {"tool_calls": [rest]}),
+        _chunk(reply_id, model, {}, "tool_calls"),
+        _usage(reply_id, model),
+    ]
