@@ -195,11 +195,6 @@ async def test_rows_older_than_the_retention_are_pruned(config_dir: Path, store_
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="app._on_call redacts results only with the called server's own secrets; it must "
-    "also apply logs.redact (every registered secret) to event.result_text",
-)
 async def test_another_servers_secret_echoed_back_never_reaches_a_row(
     config_dir: Path, tmp_path: Path
 ) -> None:
@@ -214,11 +209,6 @@ async def test_another_servers_secret_echoed_back_never_reaches_a_row(
     assert OTHER_SECRET not in dump(url)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="app._redacted_json redacts the JSON text, where an escaped secret no longer "
-    "matches; it must use core.governance.redacted_json",
-)
 async def test_a_secret_that_json_escapes_never_reaches_a_row(
     config_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
+import os
 import secrets
 import signal
+from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
+
+from sqlalchemy.engine import make_url
 
 from jackfield.core.desired import Snapshot
 from jackfield.core.governance import arguments_hash
@@ -84,6 +88,12 @@ class App:
         self._tasks: list[asyncio.Task[Any]] = []
         self._audit: list[AuditRecord] = []
         self._known_servers: set[str] = set()
+        self._database_file = _sqlite_file(settings.database_url)
+        self._database_id: tuple[int, int] | None = None
+        self._synced_states: Any = None
+        self._pruned_at = -AUDIT_PRUNE_INTERVAL
+        self.stop_requested_early: Callable[[], bool] = lambda: False
+        """Set by the CLI: True when SIGTERM/SIGINT came before `run()` took the signals over."""
         self.reconciler.listeners.append(self._on_applied)
         self.reconciler.listeners.append(self.hub.set_snapshot)
         self.reconciler.pass_listeners.append(self._on_pass)
@@ -187,62 +197,112 @@ class App:
                 bytes_out=event.bytes_out,
                 arguments_hash=arguments_hash(event.arguments),
                 arguments=_redacted_json(event.arguments, event.secrets) if full else None,
-                result=event.result_text if full else None,
+                result=_redacted_text(event.result_text) if full else None,
             )
         )
 
-    async def _open_store(self) -> None:
-        """Open the store, retrying in the background: jackfield serves from memory meanwhile."""
+    async def _run_store(self) -> None:
+        """The store's one owner task: open it (retrying with backoff; jackfield serves from
+        memory meanwhile), then every STATE_SYNC_INTERVAL write live server state and audit rows,
+        prune, and check that the database is still there and reachable."""
         delay = 1.0
-        while self.store is None:
-            try:
-                self.store = await Store.open(
-                    self.settings.database_url, instance_id=self.settings.instance_id
+        while True:
+            if self.store is None:
+                if not await self._open_store():
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 30.0)
+                    continue
+                delay = 1.0
+            await asyncio.sleep(STATE_SYNC_INTERVAL)
+            if self._database_file_replaced():
+                await self._drop_store(
+                    f"the database file {self._database_file} was deleted or replaced; recreating"
+                    " it (history is lost, the objects are rebuilt from the files)"
                 )
-            except Exception as e:
-                self.store_message = f"{type(e).__name__}: {e}"
-                log.warning("store unavailable (%s); retrying in %.0f s", self.store_message, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
                 continue
-            self.store_message = None
-            self.reconciler.attach_store(self.store)
+            await self._sync_store()
+
+    async def _open_store(self) -> bool:
+        try:
+            store = await Store.open(
+                self.settings.database_url, instance_id=self.settings.instance_id
+            )
+        except Exception as e:
+            self.store_message = f"{type(e).__name__}: {e}"
+            log.warning("store unavailable (%s); serving from memory", self.store_message)
+            return False
+        self.store, self.store_message = store, None
+        self._database_id = _file_id(self._database_file)
+        self._synced_states = None
+        self.reconciler.store_error = None
+        self.reconciler.attach_store(store)
+        return True
+
+    async def _drop_store(self, why: str) -> None:
+        """Forget the store (the next loop turn opens it again)."""
+        log.warning("%s", why)
+        store, self.store = self.store, None
+        self.store_message = why
+        self.reconciler.store = None
+        if store is not None:
+            # closing first lets SQLite remove the old -wal/-shm files before a new file appears
+            with contextlib.suppress(Exception):
+                await store.close()
+
+    def _database_file_replaced(self) -> bool:
+        """An SQLite file deleted under an open connection takes writes silently; notice it."""
+        return self._database_file is not None and _file_id(self._database_file) != (
+            self._database_id
+        )
 
     async def _sync_store(self) -> None:
-        """Live server state (only when it changed), audit rows, and retention."""
-        last: Any = None
-        pruned_at = 0.0
+        """Live server state (only when it changed), audit rows, retention, reachability."""
+        store = self.store
+        if store is None:
+            return
         loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(STATE_SYNC_INTERVAL)
-            if self.store is None:
-                continue
-            states = self.manager.statuses()
-            key = [(s.name, s.state, s.restarts, s.tools, s.last_error) for s in states]
-            batch, self._audit = self._audit, []
-            try:
-                if key != last:
-                    await self.store.put_server_states(states)
-                    last = key
-                if batch:
-                    await self.store.record_calls(batch)
-                if loop.time() - pruned_at > AUDIT_PRUNE_INTERVAL:
-                    keep = timedelta(days=self.settings.audit_retention_days)
-                    await self.store.prune_audit(utcnow() - keep)
-                    pruned_at = loop.time()
-                if self.reconciler.store_error is not None:
-                    await self.store.ping()
-                    self.reconciler.store_error = None
-                    self.reconciler.resync_store()
-            except Exception as e:
-                self._audit = batch[-10_000:] + self._audit  # bounded: keep the newest
-                self.reconciler.store_error = f"{type(e).__name__}: {e}"
+        states = self.manager.statuses()
+        key = [(s.name, s.state, s.restarts, s.tools, s.last_error) for s in states]
+        batch, self._audit = self._audit, []
+        recovering = self.reconciler.store_error is not None
+        try:
+            wrote = False
+            # while the store is in error the state write doubles as the probe: a real write,
+            # since SELECT 1 succeeds on an SQLite file another process holds locked
+            if key != self._synced_states or recovering:
+                await store.put_server_states(states)
+                self._synced_states, wrote = key, True
+            if batch:
+                await store.record_calls(batch)
+                wrote = True
+            if loop.time() - self._pruned_at > AUDIT_PRUNE_INTERVAL:
+                keep = timedelta(days=self.settings.audit_retention_days)
+                await store.prune_audit(utcnow() - keep)
+                self._pruned_at, wrote = loop.time(), True
+            if not wrote:
+                await store.ping()  # notices a database that went away while nothing changed
+            if recovering:
+                log.info("store reachable again; catching it up")
+                self.reconciler.store_error = None
+                self.reconciler.resync_store()
+        except Exception as e:
+            self._audit = batch[-10_000:] + self._audit  # bounded: keep the newest
+            self._synced_states = None
+            if self.reconciler.store_error is None:
+                log.warning("store unavailable, serving from memory: %s: %s", type(e).__name__, e)
+            self.reconciler.store_error = f"{type(e).__name__}: {e}"
 
     async def _publish_sessions(self) -> None:
+        """Gauges sampled every second, and the reconciler's timer resyncs into their counter
+        (SIGHUP resyncs are counted as they happen)."""
+        counted = 0
         while True:
             await asyncio.sleep(1.0)
             hub = self.hub.status()
             self.metrics.set_sessions(hub=hub.sessions, agent=self.hub.agent_sessions())
+            for _ in range(self.reconciler.resyncs - counted):
+                self.metrics.resync()
+            counted = self.reconciler.resyncs
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -266,6 +326,9 @@ class App:
     async def run(self) -> int:
         configure_logging(self.settings.log_level, self.settings.log_format)
         self._install_signals()
+        if self.stop_requested_early():
+            log.info("shutdown requested before start; stopped")
+            return 0
         async with self.manager:
             await self.status_server.start()
             await self.hub.start()
@@ -276,8 +339,7 @@ class App:
             self._tasks = [
                 spawn(self.reconciler.run(), name="reconciler"),
                 spawn(self.watcher.run(), name="watcher"),
-                spawn(self._open_store(), name="store-open"),
-                spawn(self._sync_store(), name="store-sync"),
+                spawn(self._run_store(), name="store"),
                 spawn(self._publish_sessions(), name="metrics"),
             ]
             worker = None
@@ -308,9 +370,41 @@ class App:
         await self.hub.stop()
 
 
-def _redacted_json(arguments: dict[str, Any], secrets: frozenset[str]) -> str:
-    """Arguments for `audit: full`, with the server's and every registered secret masked."""
-    from jackfield.core.connection import redact
+def _sqlite_file(url: str) -> Path | None:
+    """The database file of an SQLite URL (None for PostgreSQL and in-memory databases)."""
+    try:
+        parsed = make_url(url)
+    except Exception:
+        return None  # Store.open reports a bad URL
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return None
+    return None if database.startswith("file:") else Path(database).absolute()
+
+
+def _file_id(path: Path | None) -> tuple[int, int] | None:
+    if path is None:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _redacted_text(text: str | None) -> str | None:
+    """A result for `audit: full`: the manager masked the called server's secrets; mask every
+    other registered secret too (a server may echo another's)."""
     from jackfield.shell import logs
 
-    return logs.redact(redact(json.dumps(arguments, sort_keys=True, default=str), secrets))
+    return None if text is None else logs.redact(text)
+
+
+def _redacted_json(arguments: dict[str, Any], secrets: frozenset[str]) -> str:
+    """Arguments for `audit: full`, with the server's and every registered secret masked in
+    each string before encoding (a secret that JSON escapes would not match afterwards)."""
+    from jackfield.core.connection import redact
+    from jackfield.core.governance import redacted_json
+    from jackfield.shell import logs
+
+    return redacted_json(arguments, lambda text: logs.redact(redact(text, secrets)))
