@@ -104,6 +104,13 @@ def build(per_server: Mapping[str, Sequence[Entry]]) -> Catalog:
             if owner is None:
                 entries[entry.name] = entry
                 continue
+            if owner.server == server:  # two upstream names that sanitise alike
+                note = (
+                    f"{entry.name}: tools {owner.upstream!r} and {entry.upstream!r} of server"
+                    f" {server} both map to it; {owner.upstream!r} kept"
+                )
+                conflicts.setdefault(server, []).append(note)
+                continue
             note = f"{entry.name}: kept by server {owner.server}, withheld from {server}"
             conflicts.setdefault(owner.server, []).append(note)
             conflicts.setdefault(server, []).append(note)

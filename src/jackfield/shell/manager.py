@@ -24,7 +24,13 @@ from jackfield.core.governance import server_limits
 from jackfield.core.status import ServerStatus
 from jackfield.shell.governance import Governor, Rejected
 from jackfield.shell.stdio import Warden
-from jackfield.shell.supervisor import DEFAULT_TIMING, Supervisor, Timing, Unavailable
+from jackfield.shell.supervisor import (
+    DEFAULT_TIMING,
+    ProtocolMode,
+    Supervisor,
+    Timing,
+    Unavailable,
+)
 from jackfield.spec.models import MCPServerSpec
 
 log = logging.getLogger(__name__)
@@ -57,12 +63,17 @@ def text_of(result: mcp_types.CallToolResult) -> str:
 
 
 def capped(result: mcp_types.CallToolResult, limit: int) -> mcp_types.CallToolResult:
-    """Cut the text of a result to `limit` bytes (head + tail); oversized extras are dropped."""
+    """Cut a result to `limit` bytes: its text head + tail with a marker. When it is over the
+    limit, what is not text (images, resources, structured content) is dropped."""
     text = text_of(result)
     others = [c for c in result.content if not isinstance(c, mcp_types.TextContent)]
-    size = len(text.encode()) + sum(len(c.model_dump_json()) for c in others)
+    size = len(text.encode(errors="replace")) + sum(len(c.model_dump_json()) for c in others)
+    if result.structured_content is not None:
+        size += len(json.dumps(result.structured_content, default=str))
     if size <= limit:
         return result
+    if not text:
+        text = f"[{size} bytes of non-text content dropped by jackfield (limit {limit})]"
     return mcp_types.CallToolResult(
         content=[mcp_types.TextContent(type="text", text=results.cap(text, limit))],
         isError=result.is_error,
@@ -79,9 +90,12 @@ class ServerManager:
         *,
         timing: Timing = DEFAULT_TIMING,
         observer: Callable[[CallEvent], None] | None = None,
+        mode: ProtocolMode = "auto",
     ) -> None:
         self.timing = timing
         self.observer = observer
+        self.mode: ProtocolMode = mode
+        """How supervisors negotiate the protocol (`legacy`: the initialize handshake only)."""
         self.listeners: list[Callable[[CatalogChange], None]] = []
         self._servers: dict[str, Supervisor] = {}
         self._governors: dict[str, Governor] = {}
@@ -137,12 +151,14 @@ class ServerManager:
     async def _stop_server(self, name: str) -> None:
         supervisor = self._servers.pop(name, None)
         per_session = [per.pop(name) for per in self._sessions.values() if name in per]
+        self._changed()  # its tools leave the catalog now, not after the (slow) shutdown
         await asyncio.gather(*(s.stop() for s in [supervisor, *per_session] if s is not None))
 
     def _supervisor(self, name: str, spec: MCPServerSpec, connection: Connection) -> Supervisor:
         return Supervisor(
-            name, spec, connection, on_change=self._changed, warden=self.warden, timing=self.timing
-        )
+            name, spec, connection, on_change=self._changed, warden=self.warden,
+            timing=self.timing, mode=self.mode,
+        )  # fmt: skip
 
     # --- catalog ------------------------------------------------------------------------------
 
@@ -209,7 +225,10 @@ class ServerManager:
         if entry is None:
             return self._finish(None, name, "unknown", started, arguments, session,
                                 error_result(results.unknown_tool(name)))  # fmt: skip
-        supervisor = self._servers[entry.server]
+        supervisor = self._servers.get(entry.server)
+        if supervisor is None:  # removed since the catalog was built
+            return self._finish(None, name, "unknown", started, arguments, session,
+                                error_result(results.unknown_tool(name)))  # fmt: skip
         if supervisor.spec.scope == "session" and session is not None:
             supervisor = self._session_supervisor(entry.server, session)
             await supervisor.wait_ready(supervisor.spec.timeouts.connect)
@@ -223,7 +242,7 @@ class ServerManager:
             return self._finish(supervisor, entry.upstream, f"rejected:{e.reason}", started,
                                 arguments, session, error_result(str(e)))  # fmt: skip
         except Unavailable as e:
-            outcome = "timeout" if "did not answer" in str(e) else "unavailable"
+            outcome = e.reason
             return self._finish(supervisor, entry.upstream, outcome, started, arguments, session,
                                 error_result(str(e)))  # fmt: skip
         finally:
@@ -271,7 +290,7 @@ class ServerManager:
             shared = self._servers[server]
             supervisor = Supervisor(
                 server, shared.spec, shared.connection, on_change=lambda: None,
-                warden=self.warden, timing=self.timing,
+                warden=self.warden, timing=self.timing, mode=self.mode,
             )  # fmt: skip
             supervisor.start()
             per[server] = supervisor

@@ -8,6 +8,10 @@ Nothing left behind: each server runs in its own session, so its process group h
 `npx`/`uvx`/`sh -c` grandchild and the group is what gets signalled. If jackfield itself dies
 (even by SIGKILL), the leader gets SIGKILL from PR_SET_PDEATHSIG and the warden, a tiny process
 holding a pipe from us, sees EOF and kills every group still registered with it.
+
+Whether a group is still alive is read from /proc, zombies excluded: in a container whose PID 1
+never reaps orphans, an exited grandchild stays a zombie forever and `killpg(pgid, 0)` would
+call the group alive until the SIGKILL deadline.
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ import os
 import signal
 import sys
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
 
 import anyio
 import mcp_types
@@ -38,16 +44,35 @@ log = logging.getLogger(__name__)
 MAX_LINE = 64 * 1024 * 1024
 """A JSON-RPC line longer than this is a broken server, not a big result."""
 STDIN_GRACE = 5.0
+"""After closing stdin, how long a server may take to exit by itself (MCP spec: shutdown)."""
 TERM_GRACE = 5.0
+"""After SIGTERM, how long before SIGKILL."""
+BROKEN_GRACE = 0.2
+"""The stdin grace of a connection abandoned because it failed: it gets SIGTERM almost at once."""
+EOF_EXIT_WAIT = 1.0
+"""After stdout EOF, how long to wait for the exit code before we start stopping the process:
+a process that exits within it died by itself, and its exit code is what status reports."""
+DRAIN_WAIT = 0.5
+"""After the process is gone, how long its last stderr bytes may take to arrive."""
 EXIT_POLL = 0.02
+GARBAGE_IN_TAIL = 5
+"""Non-JSON-RPC stdout lines per process copied into the stderr tail and passed on to the
+session as errors; the rest are only counted."""
 
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _prctl = _libc.prctl
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+def _die_with(parent: int) -> Callable[[], None]:
+    """A preexec_fn (it runs in the child between fork and exec): SIGKILL when we die."""
+
+    def arm() -> None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # we died before the prctl: nobody would send the signal
+            os._exit(1)
+
+    return arm
 
 
 _WARDEN = r"""
@@ -69,6 +94,10 @@ class Warden:
 
     def __init__(self) -> None:
         self._proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
 
     async def start(self) -> None:
         self._proc = await asyncio.create_subprocess_exec(
@@ -102,20 +131,43 @@ class Warden:
 
 @dataclass
 class Tail:
-    """The last lines of a server's stderr, bounded in lines and bytes, secrets masked."""
+    """The last lines of a server's stderr: at most `max_lines` lines and `max_bytes` UTF-8
+    bytes (newlines included), every known secret masked before anything is kept."""
 
     secrets: frozenset[str] = frozenset()
     max_lines: int = 50
     max_bytes: int = 8192
+    max_line: int = 1024
+    """A longer line is clipped (ending in `...`): one huge line must not evict the rest."""
     _lines: deque[str] = field(default_factory=deque)
     _size: int = 0
+    _partial: bytes = b""
 
     def feed(self, raw: bytes) -> None:
-        line = redact(raw.decode(errors="replace").rstrip("\r\n"), self.secrets)[: self.max_bytes]
+        """Keep one line (a trailing newline is dropped)."""
+        text = redact(raw.decode(errors="replace").rstrip("\r\n"), self.secrets)
+        line = _clip(text, min(self.max_line, self.max_bytes - 1))
         self._lines.append(line)
-        self._size += len(line) + 1
+        self._size += len(line.encode()) + 1
         while len(self._lines) > self.max_lines or self._size > self.max_bytes:
-            self._size -= len(self._lines.popleft()) + 1
+            self._size -= len(self._lines.popleft().encode()) + 1
+
+    def feed_chunk(self, chunk: bytes) -> None:
+        """Keep the complete lines of a chunk of a stream; a line longer than `max_bytes` is
+        cut (a server without newlines cannot grow memory)."""
+        data = self._partial + chunk
+        *lines, self._partial = data.split(b"\n")
+        for line in lines:
+            self.feed(line)
+        if len(self._partial) > 4 * self.max_line:
+            self.feed(self._partial)
+            self._partial = b""
+
+    def flush(self) -> None:
+        """Keep a last line that had no newline."""
+        if self._partial:
+            self.feed(self._partial)
+            self._partial = b""
 
     def text(self) -> str | None:
         return "\n".join(self._lines) if self._lines else None
@@ -124,12 +176,20 @@ class Tail:
         return self._lines[-1] if self._lines else None
 
 
+def _clip(text: str, limit: int) -> str:
+    data = text.encode()
+    if len(data) <= limit:
+        return text
+    return data[: max(limit - 3, 0)].decode(errors="ignore") + "..."[: max(limit, 0)]
+
+
 def _environment(overrides: Mapping[str, str]) -> dict[str, str]:
     """A minimal safe environment (the SDK's list) plus what the spec sets, never our secrets."""
     return get_default_environment() | dict(overrides)
 
 
 async def _spawn(connection: Connection) -> asyncio.subprocess.Process:
+    """Raises PermanentError when the command or its working directory cannot ever work."""
     assert connection.command is not None
     if connection.cwd is not None and not os.path.isdir(connection.cwd):
         raise PermanentError(f"working directory {connection.cwd!r} does not exist")
@@ -143,7 +203,7 @@ async def _spawn(connection: Connection) -> asyncio.subprocess.Process:
             env=_environment({k: v.reveal() for k, v in connection.env.items()}),
             cwd=connection.cwd,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=_die_with(os.getpid()),
             limit=MAX_LINE,
         )
     except FileNotFoundError as e:
@@ -152,7 +212,29 @@ async def _spawn(connection: Connection) -> asyncio.subprocess.Process:
         raise PermanentError(f"command not executable: {connection.command}") from e
 
 
-def _group_alive(pgid: int) -> bool:
+def group_members(pgid: int) -> list[int]:
+    """Pids of the live (non-zombie) processes in a process group, read from /proc."""
+    members = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:  # no /proc: ask the kernel, zombies included
+        return [pgid] if _killpg_alive(pgid) else []
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # pid (comm) state ppid pgrp ...; comm may hold spaces and parentheses
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 2 and fields[0] != b"Z" and int(fields[2]) == pgid:
+            members.append(int(entry))
+    return members
+
+
+def _killpg_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
@@ -160,6 +242,10 @@ def _group_alive(pgid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _group_alive(pgid: int) -> bool:
+    return bool(group_members(pgid))
 
 
 async def _wait_exit(proc: asyncio.subprocess.Process, timeout: float) -> bool:
@@ -174,9 +260,12 @@ async def _wait_exit(proc: asyncio.subprocess.Process, timeout: float) -> bool:
 
 
 async def _signal_group(pgid: int, sig: int, then_wait: float) -> bool:
-    """Signal the group; True when it is gone within `then_wait` seconds."""
+    """Signal the group; True when it is gone within `then_wait` seconds. A stopped process
+    (SIGSTOP, a debugger) acts on SIGTERM only once continued, so SIGCONT follows it."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
+        if sig == signal.SIGTERM:
+            os.killpg(pgid, signal.SIGCONT)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + then_wait
     while _group_alive(pgid):
@@ -193,21 +282,25 @@ async def stop_process(proc: asyncio.subprocess.Process, stdin_grace: float = ST
     if proc.stdin is not None:
         with contextlib.suppress(OSError, RuntimeError):
             proc.stdin.close()
-    if not await _wait_exit(proc, stdin_grace):
+    if not await _wait_exit(proc, stdin_grace) or _group_alive(pgid):
         if not await _signal_group(pgid, signal.SIGTERM, TERM_GRACE):
             await _signal_group(pgid, signal.SIGKILL, TERM_GRACE)
-    elif _group_alive(pgid) and not await _signal_group(pgid, signal.SIGTERM, TERM_GRACE):
-        await _signal_group(pgid, signal.SIGKILL, TERM_GRACE)
-    if proc.returncode is None:  # only a process in uninterruptible sleep gets here
+    if not await _wait_exit(proc, 1.0):  # only a process in uninterruptible sleep gets here
         log.warning("server process %d survived SIGKILL", pgid)
-    else:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(proc.wait(), 1)  # reap and close the transport
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(proc.wait(), 1)  # reap and close the transport
 
 
 @dataclass
 class StdioTransport:
-    """An `mcp` client Transport over a child process. `exited` is set the moment it dies."""
+    """An `mcp` client Transport over a child process.
+
+    `exited` is set the moment the process dies, and `on_exit` is called then with the exit
+    code (stdout may stay open: a grandchild can hold it). After the transport closes, `died`
+    says whether the process exited by itself (a crash, not our shutdown) and `stdout_closed`
+    whether it closed its stdout while alive.
+    """
 
     connection: Connection
     tail: Tail
@@ -215,8 +308,14 @@ class StdioTransport:
     on_exit: Callable[[int], None] | None = None
     returncode: int | None = None
     pid: int | None = None
+    died: bool = False
+    stdout_closed: bool = False
+    garbage: int = 0
+    """Lines on stdout that were not JSON-RPC."""
+    first_garbage: str | None = None
     exited: asyncio.Event = field(default_factory=asyncio.Event)
     _stack: contextlib.AsyncExitStack | None = None
+    _closing: bool = False
 
     async def __aenter__(
         self,
@@ -228,10 +327,15 @@ class StdioTransport:
         cm = self._run()
         return await self._stack.enter_async_context(cm)
 
-    async def __aexit__(self, *exc: object) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         stack, self._stack = self._stack, None
         if stack is not None:
-            await stack.aclose()
+            await stack.__aexit__(exc_type, exc, tb)  # the error decides how gently we stop
 
     @contextlib.asynccontextmanager
     async def _run(
@@ -250,44 +354,56 @@ class StdioTransport:
         to_server, from_session = anyio.create_memory_object_stream[SessionMessage](0)
         assert proc.stdout and proc.stderr and proc.stdin
         stdout, stderr, stdin = proc.stdout, proc.stderr, proc.stdin
+        eof = asyncio.Event()
 
         async def read_stdout() -> None:
-            async with to_session:
-                while True:
-                    try:
-                        line = await stdout.readline()
-                    except ValueError as e:  # a line beyond MAX_LINE
-                        await to_session.send(e)
-                        return
-                    if not line:
-                        return
-                    if not line.strip():
-                        continue
-                    try:
-                        message = mcp_types.jsonrpc_message_adapter.validate_json(line)
-                    except ValueError as e:
-                        self.tail.feed(b"(stdout, not JSON-RPC) " + line[:200])
-                        await to_session.send(e)
-                        continue
-                    await to_session.send(SessionMessage(message))
+            try:
+                async with to_session:
+                    while True:
+                        try:
+                            line = await stdout.readline()
+                        except ValueError as e:  # a line beyond MAX_LINE
+                            self._note_garbage(b"(a line longer than %d bytes)" % MAX_LINE)
+                            eof.set()
+                            await to_session.send(e)
+                            return
+                        if not line:
+                            eof.set()
+                            return
+                        if not line.strip():
+                            continue
+                        try:
+                            message = mcp_types.jsonrpc_message_adapter.validate_json(line)
+                        except ValueError as e:
+                            self._note_garbage(line)
+                            if self.garbage <= GARBAGE_IN_TAIL:  # a flood is counted, not sent
+                                await to_session.send(e)
+                            continue
+                        await to_session.send(SessionMessage(message))
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                return  # the session is gone; shutdown follows
 
         async def read_stderr() -> None:
-            while line := await stderr.readline():
-                self.tail.feed(line)
+            while chunk := await stderr.read(65536):
+                self.tail.feed_chunk(chunk)
+            self.tail.flush()
 
         async def write_stdin() -> None:
             async with from_session:
                 async for message in from_session:
                     data = message.message.model_dump_json(by_alias=True, exclude_unset=True)
-                    stdin.write(data.encode() + b"\n")
-                    await stdin.drain()
+                    try:
+                        stdin.write(data.encode() + b"\n")
+                        await stdin.drain()
+                    except (BrokenPipeError, ConnectionResetError):
+                        return  # the process is gone; the exit watcher tells the rest
 
         async def watch_exit() -> None:
             while proc.returncode is None:
                 await asyncio.sleep(EXIT_POLL)
             self.returncode = proc.returncode
             self.exited.set()
-            if self.on_exit is not None:
+            if self.on_exit is not None and not self._closing:  # not news if we stopped it
                 self.on_exit(proc.returncode)
 
         tasks = [
@@ -296,22 +412,46 @@ class StdioTransport:
             asyncio.create_task(write_stdin(), name=f"stdin-{proc.pid}"),
             asyncio.create_task(watch_exit(), name=f"exit-{proc.pid}"),
         ]
+        graceful = False
         try:
             yield from_server, to_server
+            graceful = True
         finally:
-            await asyncio.shield(self._shutdown(proc, tasks, from_server, to_server))
+            # A connection that ended in an error is broken: the stdin grace is for servers
+            # we stop on purpose, which may have state to flush.
+            grace = STDIN_GRACE if graceful else BROKEN_GRACE
+            await _to_the_end(self._shutdown(proc, tasks, eof, grace, from_server, to_server))
+
+    def _note_garbage(self, line: bytes) -> None:
+        self.garbage += 1
+        if self.first_garbage is None:
+            self.first_garbage = redact(
+                line[:200].decode(errors="replace").strip(), self.connection.secrets
+            )
+        if self.garbage <= GARBAGE_IN_TAIL:
+            self.tail.feed(b"(stdout, not JSON-RPC) " + line[:200])
 
     async def _shutdown(
         self,
         proc: asyncio.subprocess.Process,
         tasks: list[asyncio.Task[None]],
+        eof: asyncio.Event,
+        stdin_grace: float,
         *streams: MemoryObjectReceiveStream[SessionMessage | Exception]
         | MemoryObjectSendStream[SessionMessage],
     ) -> None:
-        await stop_process(proc)
+        self._closing = True
+        if eof.is_set():  # stdout ended: a crash usually; let its exit code arrive
+            await _wait_exit(proc, EOF_EXIT_WAIT)
+        self.died = proc.returncode is not None
+        self.stdout_closed = eof.is_set() and not self.died
+        await stop_process(proc, stdin_grace)
+        # stderr ends with the process unless a survivor holds it: keep its last words.
+        await asyncio.wait(tasks[1:2], timeout=DRAIN_WAIT)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        self.tail.flush()
         for stream in streams:
             await stream.aclose()
         if self.warden is not None:
@@ -320,8 +460,23 @@ class StdioTransport:
         self.exited.set()
 
 
+async def _to_the_end(work: Coroutine[Any, Any, None]) -> None:
+    """Run `work` to completion even if we are cancelled meanwhile (a connect deadline, a
+    stop), then re-raise the cancellation: a half-done shutdown would orphan the process."""
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    task.result()
+
+
 def describe_exit(returncode: int, tail: Tail) -> str:
-    """`process exited with code 3: boom on start` / `killed by SIGKILL`."""
+    """`process exited with code 3: boom on start` / `process killed by SIGKILL`."""
     what = f"process exited with code {returncode}"
     if returncode < 0:
         with contextlib.suppress(ValueError):
