@@ -180,3 +180,9 @@ async def test_a_sighup_style_trigger_rescans_without_any_event(config_dir: Path
         write(config_dir, {"servers.d/b.yaml": server_yaml("b")})
         rec.trigger()
         await settled(rec, lambda: "b" in target.servers, what="manual resync")
+
+
+async def test_a_relative_cwd_is_relative_to_the_config_dir(config_dir: Path) -> None:
+    write(config_dir, {"servers.d/a.yaml": server_yaml("a", "  command: python\n  cwd: tools\n")})
+    async with running(config_dir) as (_, target, _watcher):
+        assert target.connections["a"].cwd == str((config_dir / "tools").resolve())

@@ -234,8 +234,15 @@ class Reconciler:
             else:
                 spec = snapshot.servers[change.name].document.spec
                 await self.target.put(
-                    change.name, spec, resolve(spec, self.env), reconnect=change.reconnect
+                    change.name, spec, self._connection(spec), reconnect=change.reconnect
                 )
+
+    def _connection(self, spec: MCPServerSpec) -> Connection:
+        """Expanded transport parameters; a relative `cwd` is relative to the config dir."""
+        connection = resolve(spec, self.env)
+        if connection.cwd is not None and not Path(connection.cwd).is_absolute():
+            connection = replace(connection, cwd=str((self.config_dir / connection.cwd).resolve()))
+        return connection
 
     async def _sync_store(
         self, snapshot: Snapshot, commit: str | None, started_at: Any

@@ -22,6 +22,7 @@ import ctypes
 import ctypes.util
 import logging
 import os
+import shutil
 import signal
 import sys
 from collections import deque
@@ -188,23 +189,51 @@ def _environment(overrides: Mapping[str, str]) -> dict[str, str]:
     return get_default_environment() | dict(overrides)
 
 
+_SETPRIV = shutil.which("setpriv")
+
+
+def _executable(command: str, env: Mapping[str, str], cwd: str | None) -> None:
+    """What exec would say, said before setpriv stands in between.
+
+    Raises:
+        PermanentError: the command does not exist or cannot be executed.
+    """
+    if "/" in command:
+        path = os.path.join(cwd or ".", command)
+        if not os.path.exists(path):
+            raise PermanentError(f"command not found: {command}")
+        if not os.access(path, os.X_OK) or os.path.isdir(path):
+            raise PermanentError(f"command not executable: {command}")
+    elif shutil.which(command, path=env.get("PATH", os.defpath)) is None:
+        raise PermanentError(f"command not found: {command}")
+
+
 async def _spawn(connection: Connection) -> asyncio.subprocess.Process:
     """Raises PermanentError when the command or its working directory cannot ever work."""
     assert connection.command is not None
     if connection.cwd is not None and not os.path.isdir(connection.cwd):
         raise PermanentError(f"working directory {connection.cwd!r} does not exist")
+    env = _environment({k: v.reveal() for k, v in connection.env.items()})
+    argv = [connection.command, *(a.reveal() for a in connection.args)]
+    options: dict[str, Any] = {}
+    if _SETPRIV is not None:
+        # exec'd by setpriv, not armed by a preexec_fn: a preexec_fn forces fork() of the whole
+        # process (tens of ms each, and the event loop stalls); setpriv keeps vfork/posix_spawn
+        _executable(connection.command, env, connection.cwd)
+        argv = [_SETPRIV, "--pdeathsig", "KILL", "--", *argv]
+    else:
+        options["preexec_fn"] = _die_with(os.getpid())
     try:
         return await asyncio.create_subprocess_exec(
-            connection.command,
-            *(a.reveal() for a in connection.args),
+            *argv,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            env=_environment({k: v.reveal() for k, v in connection.env.items()}),
+            env=env,
             cwd=connection.cwd,
             start_new_session=True,
-            preexec_fn=_die_with(os.getpid()),
             limit=MAX_LINE,
+            **options,
         )
     except FileNotFoundError as e:
         raise PermanentError(f"command not found: {connection.command}") from e
