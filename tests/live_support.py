@@ -22,7 +22,9 @@ from tests.conftest import REPO
 from tests.controller_support import until
 
 TOKEN = "test-hub-token-0123456789"
-FAST = Timing(backoff_base=0.05, backoff_cap=0.5, grace=0.5, health_interval=5.0)
+FAST = Timing(backoff_base=0.05, backoff_cap=0.5, grace=0.5)
+"""Quick restarts and grace; health checks at their default pace, so a loaded machine does not
+turn a slow ping into a restart in tests that are not about health."""
 
 
 def echo_server(name: str, *flags: str, extra: str = "") -> str:
