@@ -138,8 +138,10 @@ async def serving(
     *,
     token: str | None = None,
     metrics: Metrics | None = None,
+    status_ttl: float = 0.0,
 ) -> AsyncIterator[tuple[StatusServer, FakeProvider]]:
-    """A started StatusServer on 127.0.0.1 with a kernel-chosen port, stopped on exit."""
+    """A started StatusServer on 127.0.0.1 with a kernel-chosen port, stopped on exit.
+    Status documents are not reused (`status_ttl=0`) unless a test asks for it."""
     fake = provider or FakeProvider()
     server = StatusServer(
         fake,
@@ -147,6 +149,7 @@ async def serving(
         host="127.0.0.1",
         port=0,
         token=token,
+        status_ttl=status_ttl,
     )
     await server.start()
     try:

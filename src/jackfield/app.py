@@ -28,8 +28,7 @@ from jackfield.core.desired import Snapshot
 from jackfield.core.governance import arguments_hash
 from jackfield.core.status import AgentStatus, Status, utcnow
 from jackfield.reconciler import PassResult, Reconciler
-from jackfield.settings import Settings, environment
-from jackfield.shell.agent import agent_reason, run_worker
+from jackfield.settings import Settings, agent_reason, environment
 from jackfield.shell.http import StatusServer
 from jackfield.shell.hub import ToolHub
 from jackfield.shell.logs import configure_logging, register_secrets
@@ -344,6 +343,8 @@ class App:
             ]
             worker = None
             if self.agent.enabled:
+                from jackfield.shell.agent import run_worker  # livekit costs ~100 MB: only now
+
                 worker = spawn(run_worker(self.settings, self.hub.url, self.hub_token),
                                name="agent")  # fmt: skip
             try:

@@ -126,6 +126,7 @@ class Reconciler:
         self._live: dict[Key, Applied] = {}
         self._store_synced: str | None = None
         self._refused_digest: str | None = None
+        self._applied_digest: str | None = None
         self._wake = asyncio.Event()
         self._first_pass = asyncio.Event()
         self.resyncs = 0
@@ -184,6 +185,16 @@ class Reconciler:
         if digest == self._refused_digest:
             return PassResult("noop", digest)  # the same refused files: no retry loop
         self._refused_digest = None
+        applied = self.snapshot
+        if (
+            digest == self._applied_digest
+            and applied is not None
+            and self._store_synced == applied.revision
+        ):
+            # the very bytes already applied: skip parsing and planning (a resync of 500 files
+            # costs a scan and a hash, not a load)
+            self._recover_after_failure(applied)
+            return PassResult("noop", applied.revision, seconds=time.perf_counter() - started)
         try:
             snapshot = build_snapshot(found.files, self.env, found.errors)
         except ConfigInvalid as invalid:
@@ -194,6 +205,7 @@ class Reconciler:
             snapshot.revision
         ):
             self._recover_after_failure(snapshot)
+            self._applied_digest = digest
             return PassResult("noop", snapshot.revision, seconds=time.perf_counter() - started)
 
         live_plan = plan(snapshot, self._live)
@@ -205,6 +217,7 @@ class Reconciler:
         await self._apply_live(snapshot, live_plan)
         self._live = applied_view(snapshot)
         self.snapshot = snapshot
+        self._applied_digest = digest
         commit = await asyncio.to_thread(git_commit, found.root)
         store_changes = await self._sync_store(snapshot, commit, started_at)
         changes = live_plan.effective or store_changes

@@ -74,3 +74,21 @@ class Settings(BaseSettings):
 def environment() -> dict[str, str]:
     """The process environment, for `${VAR}` expansion in the config."""
     return dict(os.environ)
+
+
+def agent_reason(settings: Settings, wanted: bool) -> str | None:
+    """Why the agent is off, or None when it can run."""
+    if not wanted:
+        return "disabled with --no-agent"
+    missing = [
+        name
+        for name, value in (
+            ("LIVEKIT_URL", settings.livekit_url),
+            ("LIVEKIT_API_KEY", settings.livekit_api_key),
+            ("LIVEKIT_API_SECRET", settings.livekit_api_secret),
+        )
+        if not value
+    ]
+    if missing:
+        return f"{', '.join(missing)} not set"
+    return None

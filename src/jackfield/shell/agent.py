@@ -246,24 +246,6 @@ async def entrypoint(ctx: Any) -> None:
         await closed.wait()
 
 
-def agent_reason(settings: Settings, wanted: bool) -> str | None:
-    """Why the agent is off, or None when it can run."""
-    if not wanted:
-        return "disabled with --no-agent"
-    missing = [
-        name
-        for name, value in (
-            ("LIVEKIT_URL", settings.livekit_url),
-            ("LIVEKIT_API_KEY", settings.livekit_api_key),
-            ("LIVEKIT_API_SECRET", settings.livekit_api_secret),
-        )
-        if not value
-    ]
-    if missing:
-        return f"{', '.join(missing)} not set"
-    return None
-
-
 async def run_worker(settings: Settings, hub_url: str, hub_token: str) -> None:
     """Run the LiveKit worker until cancelled; job processes inherit the hub's address."""
     from livekit.agents import AgentServer

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -67,6 +68,10 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return _json({"error": message}, status, headers)
 
 
+STATUS_TTL = 0.1
+"""Seconds a rendered status document is served again (probes are never cached)."""
+
+
 class StatusServer:
     """Serves the provider's status on host:port until `stop`."""
 
@@ -79,6 +84,7 @@ class StatusServer:
         port: int,
         token: str | None = None,
         refresh_seconds: int = 5,
+        status_ttl: float = STATUS_TTL,
     ) -> None:
         self._provider = provider
         self._metrics = metrics
@@ -87,6 +93,8 @@ class StatusServer:
         self._token = token.encode() if token else None
         self._refresh = refresh_seconds
         self._runner: web.AppRunner | None = None
+        self._cached: tuple[float, Status, bytes] | None = None
+        self._status_ttl = status_ttl
 
     @property
     def port(self) -> int:
@@ -177,12 +185,22 @@ class StatusServer:
 
     # --- routes
 
+    def _current(self) -> tuple[Status, bytes]:
+        """The status and its JSON, reused for STATUS_TTL seconds: under a monitoring storm
+        (or during a big reconcile) building the document per request is what costs."""
+        now = time.monotonic()
+        if self._cached is None or now - self._cached[0] >= self._status_ttl:
+            status = self._provider.status()
+            body = json.dumps(status.to_json(), ensure_ascii=False, default=str).encode()
+            self._cached = (now, status, body)
+        return self._cached[1], self._cached[2]
+
     async def _status(self, request: web.Request) -> web.Response:
-        return _json(self._provider.status().to_json())
+        return web.Response(body=self._current()[1], content_type="application/json")
 
     async def _server(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        for server in self._provider.status().servers:
+        for server in self._current()[0].servers:
             if server.name == name:
                 return _json(server.to_json())
         return _error(404, f"no server named {name!r}")
@@ -201,7 +219,7 @@ class StatusServer:
         return response
 
     async def _dashboard(self, request: web.Request) -> web.Response:
-        page = dashboard.render(self._provider.status(), refresh_seconds=self._refresh)
+        page = dashboard.render(self._current()[0], refresh_seconds=self._refresh)
         return web.Response(
             text=page,
             content_type="text/html",
