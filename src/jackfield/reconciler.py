@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from jackfield.core.connection import Connection, resolve
-from jackfield.core.desired import Snapshot, build_snapshot
+from jackfield.core.desired import ParseCache, Snapshot, build_snapshot
 from jackfield.core.loading import SourceFile
 from jackfield.core.planning import Applied, Change, Key, Plan, plan
 from jackfield.core.status import (
@@ -127,6 +127,7 @@ class Reconciler:
         self._store_synced: str | None = None
         self._refused_digest: str | None = None
         self._applied_digest: str | None = None
+        self._parsed: ParseCache = {}
         self._wake = asyncio.Event()
         self._first_pass = asyncio.Event()
         self.resyncs = 0
@@ -196,7 +197,7 @@ class Reconciler:
             self._recover_after_failure(applied)
             return PassResult("noop", applied.revision, seconds=time.perf_counter() - started)
         try:
-            snapshot = build_snapshot(found.files, self.env, found.errors)
+            snapshot = build_snapshot(found.files, self.env, found.errors, cache=self._parsed)
         except ConfigInvalid as invalid:
             self._refused_digest = digest
             return await self._failed(digest, invalid.errors, started, started_at)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -79,10 +79,32 @@ def _place(loaded: LoadedDocument) -> Placed[Any]:
     )
 
 
+ParseCache = MutableMapping[tuple[str, bytes], tuple[list[ConfigError], list[Any]]]
+"""(path, sha256 of the bytes) -> what loading that file gave: its errors and its documents."""
+
+
+def _load(source: SourceFile, env: Mapping[str, str], cache: ParseCache | None) -> Any:
+    if cache is None:
+        loaded, errors = load_file(source, env)
+        return errors, [(item, _place(item)) for item in loaded]
+    key = (source.path, hashlib.sha256(source.data).digest())
+    if key not in cache:
+        loaded, errors = load_file(source, env)
+        cache[key] = (errors, [(item, _place(item)) for item in loaded])
+    return cache[key]
+
+
 def build_snapshot(
-    files: Sequence[SourceFile], env: Mapping[str, str], read_errors: Sequence[ConfigError] = ()
+    files: Sequence[SourceFile],
+    env: Mapping[str, str],
+    read_errors: Sequence[ConfigError] = (),
+    cache: ParseCache | None = None,
 ) -> Snapshot:
     """Validate every file and assemble the snapshot.
+
+    `cache`, owned by the caller and kept across passes (with the same `env`), spares parsing
+    the files whose bytes did not change: a one-file edit then costs one file, not all of them.
+    Entries of files no longer present are dropped.
 
     Raises:
         ConfigInvalid: with every error of every file (read errors included), sorted.
@@ -90,15 +112,17 @@ def build_snapshot(
     errors: list[ConfigError] = list(read_errors)
     agents: list[Placed[AgentDocument]] = []
     by_kind: dict[str, dict[str, Placed[Any]]] = {"MCPServer": {}, "Prompt": {}}
+    used: set[tuple[str, bytes]] = set()
     for source in sorted(files, key=lambda f: f.path):
-        loaded, file_errors = load_file(source, env)
+        file_errors, documents = _load(source, env, cache)
+        if cache is not None:
+            used.add((source.path, hashlib.sha256(source.data).digest()))
         errors += file_errors
-        for item in loaded:
+        for item, placed in documents:
             misplaced = kind_allowed(item.path, item.document)
             if misplaced:
                 errors.append(ConfigError(item.path, item.line, 1, misplaced))
                 continue
-            placed = _place(item)
             if isinstance(item.document, AgentDocument):
                 agents.append(placed)
                 continue
@@ -117,6 +141,9 @@ def build_snapshot(
                 )
                 continue
             table[placed.name] = placed
+    if cache is not None:
+        for stale in set(cache) - used:
+            del cache[stale]
     if not agents and not any(e.path == AGENT_FILE for e in errors):
         errors.append(ConfigError(AGENT_FILE, 1, 1, "no Agent document: agent.yaml is required"))
     for extra in agents[1:]:
