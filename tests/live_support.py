@@ -79,3 +79,12 @@ async def live_stack(config_dir: Path, timing: Timing = FAST) -> AsyncIterator[S
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await hub.stop()
+
+
+@contextlib.asynccontextmanager
+async def echo_stack(config_dir: Path, extra: str = "") -> AsyncIterator[Stack]:
+    """A live stack over a config with one Ready echo server named `echo`."""
+    (config_dir / "servers.d" / "echo.yaml").write_text(echo_server("echo", extra=extra))
+    async with live_stack(config_dir) as stack:
+        await stack.ready("echo")
+        yield stack

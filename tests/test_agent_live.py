@@ -14,7 +14,7 @@ from livekit.agents import AgentSession
 from jackfield.shell.agent import LiveAgent, live_agent
 from tests.agent_support import ScriptedLLM
 from tests.controller_support import until
-from tests.live_support import TOKEN, Stack, echo_server, live_stack
+from tests.live_support import TOKEN, Stack, echo_server, echo_stack
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -25,11 +25,7 @@ def tool_ids(agent: LiveAgent) -> set[str]:
 
 @pytest.fixture
 async def stack(config_dir: Path) -> AsyncIterator[Stack]:
-    (config_dir / "servers.d" / "echo.yaml").write_text(
-        echo_server("echo", extra="  prompt: Use echo to repeat things.\n")
-    )
-    async with live_stack(config_dir) as stack:
-        await stack.ready("echo")
+    async with echo_stack(config_dir, "  prompt: Use echo to repeat things.\n") as stack:
         yield stack
 
 

@@ -22,7 +22,7 @@ from mcp.shared.exceptions import MCPError
 
 from jackfield.shell.hub import PROMPT_NAME, SESSION_HEADER
 from tests.controller_support import until
-from tests.live_support import TOKEN, Stack, echo_server, live_stack
+from tests.live_support import TOKEN, Stack, echo_server, echo_stack, live_stack
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -113,11 +113,7 @@ class Heard:
 
 @pytest.fixture
 async def stack(config_dir: Path) -> AsyncIterator[Stack]:
-    (config_dir / "servers.d" / "echo.yaml").write_text(
-        echo_server("echo", extra="  prompt: Use echo to repeat things.\n")
-    )
-    async with live_stack(config_dir) as stack:
-        await stack.ready("echo")
+    async with echo_stack(config_dir, "  prompt: Use echo to repeat things.\n") as stack:
         yield stack
 
 

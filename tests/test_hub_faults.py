@@ -17,7 +17,7 @@ import pytest
 from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE
 
 from tests.controller_support import until
-from tests.live_support import TOKEN, Stack, echo_server, live_stack
+from tests.live_support import TOKEN, Stack, echo_server, echo_stack, live_stack
 from tests.test_hub import INITIALIZE, hub_client, text
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(60)]
@@ -31,9 +31,7 @@ HEADERS = {
 
 @pytest.fixture
 async def stack(config_dir: Path) -> AsyncIterator[Stack]:
-    (config_dir / "servers.d" / "echo.yaml").write_text(echo_server("echo"))
-    async with live_stack(config_dir) as stack:
-        await stack.ready("echo")
+    async with echo_stack(config_dir) as stack:
         yield stack
 
 
