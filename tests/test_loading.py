@@ -21,6 +21,7 @@ def test_the_repos_own_config_is_valid() -> None:
     assert snapshot.revision.startswith("sha256:")
 
 
+@pytest.mark.faults
 def test_a_misspelled_key_points_at_that_key_and_suggests_the_right_one(config_dir: Path) -> None:
     write(
         config_dir,
@@ -31,6 +32,7 @@ def test_a_misspelled_key_points_at_that_key_and_suggests_the_right_one(config_d
     assert "did you mean 'include'?" in error.message
 
 
+@pytest.mark.faults
 def test_a_yaml_syntax_error_has_its_position(config_dir: Path) -> None:
     write(config_dir, {"servers.d/a.yaml": "apiVersion: jackfield/v1\nkind: [MCPServer\n"})
     (error,) = errors_of(config_dir)
@@ -38,6 +40,7 @@ def test_a_yaml_syntax_error_has_its_position(config_dir: Path) -> None:
     assert error.message.startswith("YAML syntax error")
 
 
+@pytest.mark.faults
 def test_an_unset_variable_points_into_the_value(config_dir: Path) -> None:
     body = '  command: x\n  env:\n    TOKEN: "Bearer ${API_TOKEN}"\n'
     write(config_dir, {"servers.d/a.yaml": server_yaml("a", body)})
@@ -54,6 +57,7 @@ def test_a_disabled_server_needs_no_variables(config_dir: Path) -> None:
     assert errors_of(config_dir) == []
 
 
+@pytest.mark.faults
 def test_a_duplicate_name_across_files_names_both_places(config_dir: Path) -> None:
     write(
         config_dir,
@@ -144,6 +148,7 @@ def test_only_yaml_files_not_starting_with_a_dot_are_read(config_dir: Path) -> N
     assert sorted(load_dir(config_dir).servers) == ["a", "b", "c"]
 
 
+@pytest.mark.faults
 def test_a_symlink_outside_the_config_dir_is_not_followed(config_dir: Path, tmp_path: Path) -> None:
     outside = tmp_path / "elsewhere.yaml"
     outside.write_text(server_yaml("evil"))
@@ -152,6 +157,7 @@ def test_a_symlink_outside_the_config_dir_is_not_followed(config_dir: Path, tmp_
     assert error.path == "servers.d/evil.yaml" and "outside the config dir" in error.message
 
 
+@pytest.mark.faults
 def test_a_configmap_style_tree_is_read_through_its_links(tmp_path: Path) -> None:
     root = tmp_path / "cm"
     data = root / "..2026_11_24_10_00_00.1"
