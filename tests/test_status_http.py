@@ -69,15 +69,15 @@ async def test_a_status_document_is_reused_within_its_ttl_then_rebuilt(
     async with serving(status_ttl=60.0) as (server, fake):
         async with client.get(server.url + "/status") as got:
             first = await got.read()
-        fake.current = sample_status(ready=False)
-        fake.ready = (False, "shutting down")
+        fake.current = sample_status(servers=())
         async with client.get(server.url + "/status") as got:
             assert await got.read() == first, "within the TTL the rendered bytes are served"
+        fake.current = sample_status(ready=False)
+        fake.ready = (False, "shutting down")
         async with client.get(server.url + "/readyz") as got:
             assert got.status == 503, "probes are never cached"
-    async with serving(status_ttl=0.0, provider=fake) as (server, _):
         async with client.get(server.url + "/status") as got:
-            assert (await got.json())["ready"] is False
+            assert (await got.json())["ready"] is False, "a readiness change is never stale"
 
 
 async def test_one_server_is_served_by_name_and_an_unknown_one_is_a_json_404(

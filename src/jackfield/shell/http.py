@@ -187,13 +187,19 @@ class StatusServer:
 
     def _current(self) -> tuple[Status, bytes]:
         """The status and its JSON, reused for STATUS_TTL seconds: under a monitoring storm
-        (or during a big reconcile) building the document per request is what costs."""
+        (or during a big reconcile) building the document per request is what costs. A change
+        of readiness is never served stale: `/status` must not contradict `/readyz`."""
         now = time.monotonic()
-        if self._cached is None or now - self._cached[0] >= self._status_ttl:
+        cached = self._cached
+        if (
+            cached is None
+            or now - cached[0] >= self._status_ttl
+            or cached[1].ready != self._provider.readiness()[0]
+        ):
             status = self._provider.status()
             body = json.dumps(status.to_json(), ensure_ascii=False, default=str).encode()
-            self._cached = (now, status, body)
-        return self._cached[1], self._cached[2]
+            cached = self._cached = (now, status, body)
+        return cached[1], cached[2]
 
     async def _status(self, request: web.Request) -> web.Response:
         return web.Response(body=self._current()[1], content_type="application/json")
