@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +12,17 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+JACKFIELD = Path(sys.executable).with_name("jackfield")
+"""The installed console script, beside the interpreter running the tests."""
+
+
+def run_jackfield(cwd: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """`jackfield ARGS` in `cwd`, with no JACKFIELD_* setting leaking in from the test run."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JACKFIELD_")}
+    return subprocess.run(
+        [str(JACKFIELD), *args], cwd=cwd, env=env, capture_output=True, text=True,
+        timeout=timeout, check=False,
+    )  # fmt: skip
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ tests/servers/echo.py — as a subprocess (the console script) for the main flow
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,9 +12,7 @@ from pathlib import Path
 import pytest
 
 from jackfield.cli import main
-from tests.conftest import REPO
-
-JACKFIELD = Path(sys.executable).parent / "jackfield"
+from tests.conftest import REPO, run_jackfield
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -30,16 +27,7 @@ def server(name: str, *flags: str, extra: str = "") -> str:
 
 
 def jackfield_test(config_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JACKFIELD_")}
-    return subprocess.run(
-        [str(JACKFIELD), "test", *args],
-        cwd=config_dir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=80,
-        check=False,
-    )
+    return run_jackfield(config_dir, "test", *args, timeout=80)
 
 
 @pytest.fixture

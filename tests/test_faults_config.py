@@ -14,6 +14,7 @@ import pytest
 
 from jackfield.core.loading import MAX_FILE_BYTES
 from tests.config_support import errors_of, load_dir, server_yaml, write
+from tests.conftest import IN_CI
 from tests.controller_support import running, settled, until
 
 pytestmark = pytest.mark.faults
@@ -83,7 +84,9 @@ def test_deep_nesting_is_an_error_not_a_crash(config_dir: Path) -> None:
     assert error.path == "servers.d/deep.yaml"
 
 
-@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")
+@pytest.mark.skipif(
+    shutil.which("setpriv") is None and not IN_CI, reason="needs setpriv (util-linux)"
+)
 def test_an_unreadable_file_is_reported_with_its_path(config_dir: Path) -> None:
     (config_dir / "servers.d" / "secret.yaml").write_text(server_yaml("s"))
     (config_dir / "servers.d" / "secret.yaml").chmod(0)

@@ -279,7 +279,10 @@ def private_postgres() -> Iterator[PrivatePostgres]:
         pytest.skip(reason)
     user = "postgres" if _user_exists("postgres") else "nobody"
     if os.geteuid() == 0 and shutil.which("setpriv") is None:
-        pytest.skip("running as root needs setpriv (util-linux) to start PostgreSQL")
+        reason = "running as root needs setpriv (util-linux) to start PostgreSQL"
+        if IN_CI:
+            pytest.fail(reason)
+        pytest.skip(reason)
     base = Path(tempfile.mkdtemp(prefix="jackfield-pg-"))  # not under root's 0700 pytest dir
     cluster = PrivatePostgres(Path(found[-1]).parent, base, user, free_port())
     if os.geteuid() == 0:

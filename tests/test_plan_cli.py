@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 from jackfield.core.desired import Snapshot
@@ -13,25 +11,15 @@ from jackfield.core.planning import Applied, Key, plan
 from jackfield.reconciler import applied_view
 from jackfield.shell.store import Store
 from tests.config_support import load_dir, server_yaml, write
+from tests.conftest import run_jackfield
 from tests.store_support import (  # noqa: F401 (fixtures)
     postgres_url_fixture,
     store_url_fixture,
 )
 
-JACKFIELD = Path(sys.executable).with_name("jackfield")
-
 
 def jackfield_plan(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JACKFIELD_")}
-    return subprocess.run(
-        [str(JACKFIELD), "plan", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_jackfield(cwd, "plan", *args)
 
 
 def _prompt(name: str) -> str:
