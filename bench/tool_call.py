@@ -2,7 +2,7 @@
 
 Three paths to three identical stdio echo servers (tests/servers/echo.py), interleaved call by
 call (the order rotates) so machine noise hits them alike:
-  - hub: the agent's MCP client (HubClient: streamable HTTP, bearer token) -> hub -> manager
+  - hub: the agent's MCP client (HubLink: streamable HTTP, bearer token) -> hub -> manager
     (governor, cap, audit event) -> supervisor -> stdio echo;
   - direct: an mcp SDK `Client` on the server's stdio (the same mode jackfield's supervisor uses);
   - raw pipes: a hand-written JSON-RPC `tools/call` line on the server's stdin, one line read back
@@ -34,7 +34,7 @@ from bench.common import (
     make_config,
     write,
 )
-from jackfield.shell.agent import HubClient
+from jackfield.shell.hub_link import linked
 
 NAME = "tool call"
 CASES = {"echo 2 B": "hi", "echo 8 KB": "x" * 8192}
@@ -53,7 +53,7 @@ async def through_hub() -> AsyncIterator[Call]:
         async with live_stack(root) as stack:
             await stack.ready(["echo"])
             stack.manager.observer = lambda event: INSIDE.append(event.seconds)
-            async with HubClient(stack.hub.url, TOKEN, session_id="bench").connected() as hub:
+            async with linked(stack.hub.url, TOKEN, session_id="bench") as hub:
 
                 async def call(text: str) -> str:
                     result = await hub.client.call_tool("echo_echo", {"text": text})
@@ -127,7 +127,7 @@ async def run(quick: bool) -> list[Row]:
     warmup = 30
     rows: list[Row] = []
     subjects = {
-        "hub (HubClient -> hub -> manager -> stdio)": through_hub,
+        "hub (HubLink -> hub -> manager -> stdio)": through_hub,
         "direct mcp SDK stdio client": direct,
         "raw JSON-RPC over pipes (floor)": raw_pipes,
     }

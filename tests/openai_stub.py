@@ -11,10 +11,25 @@ response (`data: {chunk}` events, then `data: [DONE]`), scripted from the conver
 Every request is recorded, and every tool's `function.parameters` is checked with
 `Draft202012Validator.check_schema` and its name against OpenAI's rule, so tests assert on what
 a real provider would have rejected.
+
+It also fakes the two audio endpoints, for the real `openai.TTS` and `openai.STT`:
+
+  POST /v1/audio/speech          -> silent PCM16 24 kHz mono, 20 ms a word (at most 1 s). Asked
+                                    for `response_format="pcm"` with `stream_format="sse"` (what
+                                    `openai.TTS` sends for gpt-4o-mini-tts) it streams
+                                    `speech.audio.delta` events as OpenAI does; anything else
+                                    gets the raw bytes as `Content-Type: audio/pcm`, like an
+                                    OpenAI-compatible server that ignores both options (the
+                                    plugin trusts the declared type, so no mp3 codec is needed).
+  POST /v1/audio/transcriptions  -> the next string of `transcripts` (a queue), else "".
+
+`openai.STT` takes this HTTP path unless it is given `use_realtime=True` or a realtime-only
+model (gpt-realtime-whisper, gpt-live-transcribe); its default gpt-4o-mini-transcribe is fine.
 """
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import re
@@ -39,6 +54,12 @@ class OpenAIStub:
     schema_problems: dict[str, str] = field(default_factory=dict)
     """Tool name -> why its parameters are not a valid JSON Schema (2020-12)."""
     bad_names: set[str] = field(default_factory=set)
+    speech: list[dict[str, Any]] = field(default_factory=list)
+    """Every `/audio/speech` request body; the text to say is `input`."""
+    transcripts: list[str] = field(default_factory=list)
+    """What the next `/audio/transcriptions` requests hear, first in first out; then ""."""
+    transcription_requests: list[dict[str, Any]] = field(default_factory=list)
+    """Every `/audio/transcriptions` form, the file as `file_name`, `file_type`, `file_bytes`."""
     _runner: web.AppRunner | None = None
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -50,6 +71,8 @@ class OpenAIStub:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._completions)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/audio/speech", self._speech)
+        app.router.add_post("/v1/audio/transcriptions", self._transcriptions)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, self.host, self.port).start()
@@ -104,6 +127,47 @@ class OpenAIStub:
         await response.write_eof()
         return response
 
+    async def _speech(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.speech.append(body)
+        pcm = _silence(str(body.get("input", "")))
+        sse = body.get("stream_format") == "sse" and body.get("response_format") == "pcm"
+        if not sse:
+            return web.Response(body=pcm, content_type="audio/pcm")
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        step = len(pcm) // 2 or len(pcm)  # two deltas, to exercise the streaming
+        for start in range(0, len(pcm), step):
+            delta = base64.b64encode(pcm[start : start + step]).decode()
+            await _sse(response, {"type": "speech.audio.delta", "audio": delta})
+        usage = {"input_tokens": 5, "output_tokens": 10, "total_tokens": 15}
+        await _sse(response, {"type": "speech.audio.done", "usage": usage})
+        await response.write_eof()
+        return response
+
+    async def _transcriptions(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        record: dict[str, Any] = {}
+        for key, value in form.items():
+            if isinstance(value, web.FileField):
+                content = value.file.read()
+                record.update(
+                    file_name=value.filename, file_type=value.content_type, file_bytes=len(content)
+                )
+            else:
+                record[key] = value
+        self.transcription_requests.append(record)
+        text = self.transcripts.pop(0) if self.transcripts else ""
+        response_format = record.get("response_format", "json")
+        if response_format == "text":
+            return web.Response(text=text)
+        if response_format == "verbose_json":
+            language = str(record.get("language") or "english")
+            verbose = {"task": "transcribe", "language": language, "duration": 0.0, "text": text}
+            return web.json_response(verbose)
+        usage = {"type": "duration", "seconds": 1}
+        return web.json_response({"text": text, "usage": usage})
+
     def _answer(self, body: dict[str, Any]) -> list[dict[str, Any]]:
         messages = body.get("messages") or [{}]
         last = messages[-1]
@@ -117,6 +181,21 @@ class OpenAIStub:
             arguments = rest[0] if rest else "{}"
             return _call_chunks(reply_id, model, name, arguments, f"call_{next(self._ids)}")
         return _text_chunks(reply_id, model, f"You said: {content}")
+
+
+SPEECH_RATE = 24000
+"""Samples a second of what `/audio/speech` returns (PCM16 mono, what openai.TTS expects)."""
+
+
+def _silence(text: str) -> bytes:
+    """PCM16 silence for `text`: 20 ms a word, at least one word's worth, at most 1 s."""
+    words = max(1, len(text.split()))
+    samples = min(words * SPEECH_RATE // 50, SPEECH_RATE)
+    return bytes(2 * samples)
+
+
+async def _sse(response: web.StreamResponse, event: dict[str, Any]) -> None:
+    await response.write(f"data: {json.dumps(event)}\n\n".encode())
 
 
 def _text(content: Any) -> str:

@@ -22,7 +22,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -376,7 +376,9 @@ class Jackfield:
         *,
         database_url: str | None = None,
         env: Mapping[str, str] | None = None,
+        command: Sequence[str] | None = None,
     ) -> None:
+        self.command = list(command or [str(JACKFIELD), "run", "--no-agent"])
         self.workdir = workdir
         self.config_dir = config_dir
         self.database_url = database_url or f"sqlite:///{workdir / 'state.db'}"
@@ -421,7 +423,7 @@ class Jackfield:
         self.workdir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [str(JACKFIELD), "run", "--no-agent"],
+                self.command,
                 cwd=self.workdir,  # away from the repo's .env
                 env=self.environment(),
                 stdin=subprocess.DEVNULL,
@@ -585,9 +587,10 @@ def jackfield_run(
     *,
     database_url: str | None = None,
     env: Mapping[str, str] | None = None,
+    command: Sequence[str] | None = None,
 ) -> Iterator[Jackfield]:
     """A started `Jackfield`; killed with everything it spawned on the way out."""
-    process = Jackfield(workdir, config_dir, database_url=database_url, env=env)
+    process = Jackfield(workdir, config_dir, database_url=database_url, env=env, command=command)
     try:
         yield process.start()
     finally:

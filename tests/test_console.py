@@ -13,6 +13,7 @@ import pytest
 from tests.conftest import REPO
 from tests.live_support import echo_server
 from tests.openai_stub import OpenAIStub
+from tests.process_support import HUB_TOKEN, JACKFIELD, jackfield_run, plain_config
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -24,10 +25,16 @@ def console_env(**extra: str) -> dict[str, str]:
 
 
 async def console(
-    config_dir: Path, cwd: Path, env: dict[str, str], stdin: str, timeout: float = 60.0
+    config_dir: Path | None,
+    cwd: Path,
+    env: dict[str, str],
+    stdin: str,
+    timeout: float = 60.0,
+    *args: str,
 ) -> tuple[int, str, str]:
+    where = [str(config_dir)] if config_dir is not None else []
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "jackfield.cli", "console", str(config_dir),
+        sys.executable, "-m", "jackfield.cli", "console", *where, *args,
         cwd=cwd, env=env, stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
@@ -89,3 +96,33 @@ async def test_console_greets_stops_at_quit_and_uses_the_agents_pipeline_model(
     assert "never sent" not in out
     assert [r["model"] for r in stub.requests] == ["gpt-4.1-mini", "gpt-4.1-mini"]
     assert "You are a test agent." in str(stub.requests[0]["messages"][0])
+
+
+async def test_console_against_a_running_jackfield_run_prints_the_tool_call_and_the_reply(
+    tmp_path: Path,
+) -> None:
+    """`jackfield run ../config` from another directory serves the console's job, and keeps
+    serving new jobs the last good snapshot while a servers.d file is broken."""
+    plain_config(tmp_path / "config", {"echo": echo_server("echo", "--tools", "echo")})
+    command = [str(JACKFIELD), "run", "../config", "--no-agent"]
+    env = {"JACKFIELD_CONFIG_DIR": "."}  # the working directory holds no config
+    with jackfield_run(tmp_path / "work", tmp_path / "config", env=env, command=command) as jf:
+        jf.servers_ready("echo")
+        async with OpenAIStub() as stub:
+            chat = console_env(OPENAI_API_KEY="test", OPENAI_BASE_URL=stub.base_url,
+                               JACKFIELD_HUB_TOKEN=HUB_TOKEN)  # fmt: skip
+            line = 'call echo_echo {"text": "through the deployment"}\n'
+            for attempt in ("healthy", "with a broken file"):
+                code, out, err = await console(
+                    None, tmp_path, chat, line, 60.0, "--hub-url", jf.hub_url
+                )
+                assert code == 0, f"{attempt}: {err}"
+                shown = out.splitlines()
+                assert (
+                    '  [tool] echo_echo {"text":"through the deployment"}'
+                    " -> ok: through the deployment"
+                ) in shown, f"{attempt}: {out}"
+                assert "agent> The tool said: through the deployment" in shown, out
+                (tmp_path / "config" / "servers.d" / "broken.yaml").write_text("kind: [\n")
+                jf.until(lambda s: s["config"]["errors"], what="the broken file is refused")
+        assert jf.stop() == 0

@@ -99,6 +99,8 @@ def test_agent_defaults_are_realtime_with_all_servers() -> None:
     assert spec.llm.mode == "realtime" and spec.llm.model == "gpt-4o-realtime-preview"
     assert spec.llm.voice == "alloy" and spec.servers == ["*"] and spec.fallback is None
     assert spec.turn.allow_interruptions is True and spec.turn.max_endpointing_delay == 6.0
+    assert (spec.turn.detection, spec.turn.eagerness) == ("serverVad", "auto")
+    assert (spec.dispatch.mode, spec.dispatch.agent_name) == ("automatic", None)
 
 
 @pytest.mark.parametrize(
@@ -111,6 +113,13 @@ def test_agent_defaults_are_realtime_with_all_servers() -> None:
         ({"turn": {"minEndpointingDelay": 5, "maxEndpointingDelay": 1}}, "must not exceed"),
         ({"turn": {"minInterruptionDuration": -1}}, "greater than or equal to 0"),
         ({"turn": {"allow_interrupt": True}}, "Extra inputs"),
+        ({"turn": {"detection": "vad"}}, "Input should be 'serverVad' or 'semanticVad'"),
+        ({"turn": {"eagerness": "eager"}}, "Input should be 'auto', 'low', 'medium' or 'high'"),
+        ({"fallback": {"mode": "realtime"}}, "fallback.mode must be pipeline"),
+        ({"fallback": {"model": "gpt-4o-mini"}}, "fallback.mode must be pipeline"),
+        ({"dispatch": {"agentName": "x"}}, "agentName applies to dispatch mode: explicit only"),
+        ({"dispatch": {"mode": "explicit", "agentName": ""}}, "at least 1 character"),
+        ({"dispatch": {"mode": "manual"}}, "Input should be 'automatic' or 'explicit'"),
     ],
 )
 def test_agent_rules(spec: dict[str, Any], needle: str) -> None:

@@ -128,3 +128,15 @@ def test_render_of_an_empty_plan_says_so(config_dir: Path) -> None:
 def _applied(snapshot: Snapshot) -> dict[Key, Applied]:
     """What the store would hold after applying `snapshot`."""
     return applied_view(snapshot)
+
+
+def test_plan_prints_config_warnings_first_and_still_plans(
+    config_dir: Path, tmp_path: Path
+) -> None:
+    agent = (config_dir / "agent.yaml").read_text() + "  llm: {temperature: 0.8}\n"
+    write(config_dir, {"agent.yaml": agent})
+    result = jackfield_plan(config_dir, "--database-url", f"sqlite:///{tmp_path}/s.db")
+    assert result.returncode == 0, result.stderr
+    warning, *plan_lines = result.stdout.splitlines()
+    assert warning.startswith("agent.yaml:6:9: warning: temperature has no effect")
+    assert "+ create Agent/assistant (agent.yaml:1)" in plan_lines

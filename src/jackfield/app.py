@@ -3,8 +3,10 @@
     files --watcher--> reconciler --plan--> manager (MCP connections) --catalog--> hub --> agent
                             \\--> store          status server <-- all of them
 
-Shutdown: readiness fails at once; the watcher, controller and LiveKit worker stop; live tool
-calls get up to `shutdown_grace` seconds; then the hub, every server and the store close.
+Shutdown: readiness fails at once; the LiveKit worker drains (no new jobs; running jobs and
+their tool calls get up to `shutdown_grace` seconds); then the watcher and controller stop, calls
+still in flight finish within what is left of the grace, and the hub, every server and the store
+close.
 The store is optional at run time: if it is unreachable, jackfield serves from memory, says so
 in status, and catches the store up when it returns (the files are the source of truth).
 """
@@ -35,7 +37,9 @@ from jackfield.shell.logs import configure_logging, register_secrets
 from jackfield.shell.manager import CallEvent, ServerManager
 from jackfield.shell.metrics import Metrics
 from jackfield.shell.store import AuditRecord, PassRecord, Store
+from jackfield.shell.text_link import TextLinkAddress
 from jackfield.shell.watcher import ConfigWatcher
+from jackfield.shell.worker import Worker, WorkerOptions
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +51,12 @@ AUDIT_PRUNE_INTERVAL = 3600.0
 class App:
     """One jackfield process. `run()` returns the exit code."""
 
-    def __init__(self, settings: Settings, *, agent: bool = True) -> None:
+    def __init__(
+        self, settings: Settings, *, agent: bool = True, text_link: TextLinkAddress | None = None
+    ) -> None:
         self.settings = settings
         self.env = environment()
-        self.metrics = Metrics(servers=lambda: self.manager.statuses())
+        self.metrics = Metrics(servers=lambda: self.manager.statuses(), agent=self._agent_metrics)
         self.manager = ServerManager(observer=self._on_call)
         self.store: Store | None = None
         self.store_message: str | None = "not opened yet"
@@ -82,6 +88,10 @@ class App:
         )  # fmt: skip
         reason = agent_reason(settings, agent)
         self.agent = AgentStatus(enabled=reason is None, reason=reason)
+        self.worker: Worker | None = None
+        self.text_link = text_link
+        """Jobs link to this text console (local runs and tests of an unregistered worker)."""
+        self._first_applied = asyncio.Event()
         self.stopping = asyncio.Event()
         self.shutting_down = False
         self._tasks: list[asyncio.Task[Any]] = []
@@ -114,6 +124,13 @@ class App:
             reason=self.agent.reason,
             sessions=self.hub.agent_sessions(),
             instructions_revision=self.hub.instructions_revision,
+            revision=self.hub.view.revision if self.hub.view is not None else None,
+            sessions_by_revision=self.hub.agent_sessions_by_revision(),
+            worker=self.worker.to_json() if self.worker is not None else None,
+            fallbacks=dict(self.hub.fallbacks),
+            realtime_cooldown_until=self._cooldown_until(),
+            rejected_updates=self.hub.rejected_updates,
+            last_rejected_update=self.hub.last_rejected_update,
         )
         return Status(
             ready=ready,
@@ -143,7 +160,20 @@ class App:
             return False, f"store unavailable: {self._store_problem()}"
         if not self.hub.serving:
             return False, "hub not serving"
+        if self.worker is not None and self.worker.failed:
+            return False, f"agent worker failed: {self.worker.reason}"
         return True, "ok"
+
+    def _agent_metrics(self) -> tuple[str | None, dict[str, int]]:
+        return (self.worker.state if self.worker else None), dict(self.hub.fallbacks)
+
+    def _cooldown_until(self) -> Any:
+        from datetime import timedelta
+
+        loop_now = asyncio.get_running_loop().time()
+        if not self.hub.cooldown.active(loop_now) or self.hub.cooldown.until is None:
+            return None
+        return utcnow() + timedelta(seconds=self.hub.cooldown.until - loop_now)
 
     def _store_ok(self) -> bool:
         return self.store is not None and self.reconciler.store_error is None
@@ -162,6 +192,11 @@ class App:
     def _on_applied(self, snapshot: Snapshot) -> None:
         from jackfield.core.connection import resolve
 
+        self._first_applied.set()
+        if self.worker is not None:
+            from jackfield.core.dispatch import livekit_agent_name
+
+            self.worker.wanted_agent_name = livekit_agent_name(snapshot.agent.document)
         for placed in snapshot.servers.values():
             if placed.document.spec.enabled:
                 register_secrets(resolve(placed.document.spec, self.env).secrets)
@@ -341,12 +376,7 @@ class App:
                 spawn(self._run_store(), name="store"),
                 spawn(self._publish_sessions(), name="metrics"),
             ]
-            worker = None
-            if self.agent.enabled:
-                from jackfield.shell.agent import run_worker  # livekit costs ~100 MB: only now
-
-                worker = spawn(run_worker(self.settings, self.hub.url, self.hub_token),
-                               name="agent")  # fmt: skip
+            worker = spawn(self._run_worker(), name="agent") if self.agent.enabled else None
             try:
                 await self.stopping.wait()
             finally:
@@ -360,14 +390,45 @@ class App:
         log.info("stopped")
         return 0
 
+    async def _run_worker(self) -> None:
+        """The LiveKit worker, once the first snapshot says the agent's dispatch name."""
+        from jackfield.core.dispatch import livekit_agent_name
+        from jackfield.shell.agent import JobConfig, JobEntry  # livekit costs ~100 MB: only now
+
+        await self._first_applied.wait()
+        snapshot = self.reconciler.snapshot
+        assert snapshot is not None
+        s = self.settings
+        config = JobConfig(
+            hub_url=self.hub.url, hub_token=self.hub_token,
+            openai_api_key=s.openai_api_key.get_secret_value() if s.openai_api_key else None,
+            openai_base_url=s.openai_base_url, realtime_base_url=s.realtime_base_url,
+            text_link=self.text_link,
+            agent_spec=snapshot.agent.document.spec.model_dump(mode="json", by_alias=True),
+        )  # fmt: skip
+        options = WorkerOptions(
+            ws_url=s.livekit_url,
+            api_key=s.livekit_api_key.get_secret_value() if s.livekit_api_key else None,
+            api_secret=s.livekit_api_secret.get_secret_value() if s.livekit_api_secret else None,
+            agent_name=livekit_agent_name(snapshot.agent.document),
+            unregistered=s.agent_unregistered, max_retry=s.livekit_max_retry,
+            idle_processes=s.agent_idle_processes,
+        )  # fmt: skip
+        self.worker = Worker(options, JobEntry(config))
+        await self.worker.run()
+
     async def _shutdown(self, worker: asyncio.Task[Any] | None) -> None:
-        for task in self._tasks:
-            task.cancel()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.shutdown_grace
+        if self.worker is not None:
+            await self.worker.drain(timeout=self.settings.shutdown_grace)
         if worker is not None:
             worker.cancel()
+        for task in self._tasks:
+            task.cancel()
         await asyncio.gather(*self._tasks, *([worker] if worker else []), return_exceptions=True)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.hub.drain(), timeout=self.settings.shutdown_grace)
+            await asyncio.wait_for(self.hub.drain(), timeout=max(0.0, deadline - loop.time()))
         await self.hub.stop()
 
 

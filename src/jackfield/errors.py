@@ -1,6 +1,7 @@
 """The error vocabulary. The class of an error decides what happens next.
 
 - ConfigError: the files are wrong. The snapshot is refused (Stalled), no retry until they change.
+  The same shape carries a warning (a valid field that has no effect), which refuses nothing.
 - PermanentError: a server can never work as configured (Failed), no retry until its spec changes.
 - TemporaryError: worth retrying after a delay (Backoff).
 """
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, order=True)
 class ConfigError:
-    """One problem in the config files, with the position it points at (1-based)."""
+    """One problem in the config files (or warning), with the position it points at (1-based)."""
 
     path: str
     line: int

@@ -91,6 +91,10 @@ def applied_view(snapshot: Snapshot) -> dict[Key, Applied]:
     }
 
 
+def _warnings(snapshot: Snapshot) -> tuple[dict[str, Any], ...]:
+    return tuple(w.as_dict() for w in snapshot.warnings)
+
+
 class Reconciler:
     """Owns the applied snapshot and the config status; `run()` is its only long-lived task."""
 
@@ -207,6 +211,8 @@ class Reconciler:
         ):
             self._recover_after_failure(snapshot)
             self._applied_digest = digest
+            # the same revision, but a default written out (or removed) changes the warnings
+            self.status = replace(self.status, warnings=_warnings(snapshot))
             return PassResult("noop", snapshot.revision, seconds=time.perf_counter() - started)
 
         live_plan = plan(snapshot, self._live)
@@ -351,6 +357,7 @@ class Reconciler:
             observed_generation=self.status.observed_generation + (1 if new_revision else 0),
             conditions=conditions,
             errors=(),
+            warnings=_warnings(snapshot),
             history=self._history(HistoryEntry(snapshot.revision, now, outcome, n, commit))
             if new_revision or outcome == "applied"
             else self.status.history,

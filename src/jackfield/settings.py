@@ -57,6 +57,26 @@ class Settings(BaseSettings):
         None, validation_alias=AliasChoices("LIVEKIT_API_SECRET")
     )
     openai_api_key: SecretStr | None = Field(None, validation_alias=AliasChoices("OPENAI_API_KEY"))
+    openai_base_url: str | None = Field(
+        None, validation_alias=AliasChoices("OPENAI_BASE_URL"),
+        description="An OpenAI-compatible API for the agent's models (default: OpenAI's).",
+    )  # fmt: skip
+
+    # --- agent worker
+    realtime_base_url: str | None = Field(
+        None, description="Base URL of the Realtime API when it differs from OPENAI_BASE_URL."
+    )
+    agent_unregistered: bool = Field(
+        False,
+        description="Run the worker without registering with LiveKit: jobs come only from"
+        " `simulate` (local runs, the console, tests).",
+    )
+    agent_idle_processes: int | None = Field(
+        None, ge=0, le=64, description="Warm job processes kept ready (LiveKit's default)."
+    )
+    livekit_max_retry: int = Field(
+        16, ge=0, le=1000, description="Connection attempts to LiveKit before the worker fails."
+    )
 
     # --- process
     shutdown_grace: float = Field(
@@ -80,6 +100,8 @@ def agent_reason(settings: Settings, wanted: bool) -> str | None:
     """Why the agent is off, or None when it can run."""
     if not wanted:
         return "disabled with --no-agent"
+    if settings.agent_unregistered:
+        return None
     missing = [
         name
         for name, value in (

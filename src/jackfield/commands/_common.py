@@ -27,10 +27,12 @@ def config_dir(args: argparse.Namespace) -> Path:
     return args.dir if args.dir is not None else Settings().config_dir
 
 
-def shown_path(root: Path, error: ConfigError) -> str:
-    """An error as a line an editor or CI annotator can jump to, relative to where we run."""
+def shown_path(root: Path, error: ConfigError, *, warning: bool = False) -> str:
+    """An error (or warning) as a line an editor or CI annotator can jump to, relative to where
+    we run: `path:line:col: message`, or `path:line:col: warning: message`."""
     path = os.path.normpath(os.path.join(root, error.path))
-    return f"{path}:{error.line}:{error.column}: {error.message}"
+    label = "warning: " if warning else ""
+    return f"{path}:{error.line}:{error.column}: {label}{error.message}"
 
 
 def load(root: Path) -> Snapshot:
@@ -44,14 +46,18 @@ def load(root: Path) -> Snapshot:
 
 
 def load_or_report(root: Path) -> Snapshot | None:
-    """The snapshot, or None after printing every error (one `path:line:col: msg` per line)."""
+    """The snapshot after printing its warnings, or None after printing every error (one
+    `path:line:col: [warning: ]message` per line)."""
     try:
-        return load(root)
+        snapshot = load(root)
     except ConfigInvalid as e:
         for error in e.errors:
             print(shown_path(root, error))
         print(f"{len(e.errors)} error(s)", file=sys.stderr)
         return None
+    for warning in snapshot.warnings:
+        print(shown_path(root, warning, warning=True))
+    return snapshot
 
 
 __all__ = [

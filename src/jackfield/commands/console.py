@@ -1,9 +1,12 @@
 """`jackfield console [DIR]`: chat with the configured agent in the terminal, in text.
 
-Runs, in this process, what serves one agent session under `jackfield run`: the controller
-(watcher -> reconciler -> live MCP servers), the hub (an ephemeral port, a fresh token), and one
-agent session (a LiveAgent on an AgentSession with livekit's OpenAI LLM, text only). Edits to
-the config dir apply while you chat. Tool calls are shown as they finish, before the reply.
+Runs the job code LiveKit runs, in a real job process: an unregistered LiveKit worker launches
+one job (`simulate_job`), which builds its agent from a hub and takes typed turns over a local
+text link. The hub is a running `jackfield run` (`--hub-url`, token from `--hub-token` or
+JACKFIELD_HUB_TOKEN), or by default one this process starts with its own controller (watcher ->
+reconciler -> live MCP servers) over DIR. Edits to the config apply while you chat. Tool calls
+are shown as they finish, before the reply. The console is text: the session is the agent's
+pipeline chat model (for a realtime agent, its fallback's, else gpt-4o-mini), no STT or TTS.
 
 Needs OPENAI_API_KEY (exit 2 without it); OPENAI_BASE_URL points it at any OpenAI-compatible
 server. Reads lines until end of input or `/quit`.
@@ -27,12 +30,15 @@ from jackfield.settings import Settings, environment
 if TYPE_CHECKING:  # the MCP and LiveKit stacks load when a chat starts, not with every command
     from jackfield.shell.hub import ToolHub
     from jackfield.shell.manager import ServerManager
+    from jackfield.shell.text_link import ConsoleEnd
     from jackfield.spec.models import AgentSpec
 
 DEFAULT_TEXT_MODEL = "gpt-4o-mini"
 """For a realtime (speech-to-speech) agent without a pipeline fallback: the console is text."""
 READY_WAIT = 20.0
 """Seconds the console waits for servers to connect before the first prompt."""
+JOB_START = 60.0
+"""Seconds the job process may take to start and greet."""
 SHOWN_RESULT = 200
 """Characters of a tool result shown on its line."""
 QUIT = ("/quit", "/exit")
@@ -51,6 +57,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--model",
         default=None,
         help=f"chat model (default: agent.yaml's pipeline model, else {DEFAULT_TEXT_MODEL})",
+    )
+    parser.add_argument("--hub-url", default=None, help="use the hub of a running jackfield run")
+    parser.add_argument(
+        "--hub-token", default=None, help="that hub's token (default: JACKFIELD_HUB_TOKEN)"
     )
     parser.add_argument(
         "--log-level", default="WARNING", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
@@ -73,26 +83,51 @@ def run(args: argparse.Namespace) -> int:
     if settings.openai_api_key is None:
         print(NO_KEY, file=sys.stderr)
         return 2
-    try:
-        snapshot = load(root)
-    except ConfigInvalid as e:
-        for error in e.errors:
-            print(shown_path(root, error), file=sys.stderr)
-        return 1
+    spec = None
+    if args.hub_url is None:
+        try:
+            spec = load(root).agent.document.spec
+        except ConfigInvalid as e:
+            for error in e.errors:
+                print(shown_path(root, error), file=sys.stderr)
+            return 1
+    token = args.hub_token or (settings.hub_token.get_secret_value() if settings.hub_token else "")
+    if args.hub_url is not None and not token:
+        print("jackfield console --hub-url needs the hub's token: --hub-token or"
+              " JACKFIELD_HUB_TOKEN", file=sys.stderr)  # fmt: skip
+        return 2
     from jackfield.shell.logs import configure_logging
 
     configure_logging(args.log_level, "text")
-    spec = snapshot.agent.document.spec
-    console = Console(settings, spec, model=args.model or text_model(spec), out=sys.stdout)
-    return asyncio.run(console.chat(sys.stdin))
+    console = Console(settings, spec, model=args.model, out=sys.stdout,
+                      hub=(args.hub_url, token) if args.hub_url else None)  # fmt: skip
+    try:
+        return asyncio.run(console.chat(sys.stdin))
+    except ConsoleFailed as e:
+        print(f"jackfield console: {e}", file=sys.stderr)
+        return 1
+
+
+class ConsoleFailed(Exception):
+    """The console could not get an agent session going; the message says why."""
 
 
 class Console:
-    def __init__(self, settings: Settings, spec: AgentSpec, *, model: str, out: TextIO) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        spec: AgentSpec | None,
+        *,
+        model: str | None,
+        out: TextIO,
+        hub: tuple[str, str] | None = None,
+    ) -> None:
         self.settings = settings
         self.spec = spec
         self.model = model
         self.out = out
+        self.hub = hub
+        """(url, token) of a running jackfield's hub; None: start our own."""
 
     def say(self, line: str) -> None:
         self.out.write(line + "\n")
@@ -142,38 +177,62 @@ class Console:
                 return
             await asyncio.sleep(0.05)
 
-    async def chat(self, stdin: TextIO) -> int:
-        from livekit.agents import AgentSession
-        from livekit.plugins import openai
-
-        from jackfield.shell.agent import live_agent
-
-        llm = openai.LLM(model=self.model, temperature=_given(self.spec.llm.temperature))
-        try:
+    @contextlib.asynccontextmanager
+    async def hub_address(self) -> AsyncIterator[tuple[str, str, AgentSpec]]:
+        """The hub to use and the agent spec it serves."""
+        if self.hub is None:
+            assert self.spec is not None
             async with self.stack() as hub:
-                async with (
-                    live_agent(hub.url, hub.token, session_id="console") as agent,
-                    AgentSession(llm=llm) as session,
-                ):
-                    session.on("function_tools_executed", self._show_tools)
-                    session.on("conversation_item_added", self._show_reply)
-                    await session.start(agent)
-                    self._banner(hub)
-                    if self.spec.greeting:
-                        await session.generate_reply(instructions=self.spec.greeting)
-                    await self._converse(session, stdin)
-        finally:
-            await llm.aclose()
+                yield hub.url, hub.token, self.spec
+            return
+        from jackfield.shell.hub_link import HubUnavailable, linked
+        from jackfield.spec.models import AgentSpec
+
+        url, token = self.hub
+        try:
+            async with linked(url, token, session_id="console-probe", wait=10) as link:
+                view = await link.view()
+        except HubUnavailable as e:
+            raise ConsoleFailed(str(e)) from None
+        yield url, token, AgentSpec.model_validate(view["spec"])
+
+    async def chat(self, stdin: TextIO) -> int:
+        from jackfield.shell.agent import JobConfig, JobEntry
+        from jackfield.shell.text_link import TextLink
+        from jackfield.shell.worker import Worker, WorkerOptions
+
+        s = self.settings
+        async with self.hub_address() as (url, token, spec), TextLink() as link:
+            model = self.model or text_model(spec)
+            config = JobConfig(
+                hub_url=url, hub_token=token,
+                openai_api_key=s.openai_api_key.get_secret_value() if s.openai_api_key else None,
+                openai_base_url=s.openai_base_url, text_link=link.address, text_model=model,
+            )  # fmt: skip
+            worker = Worker(WorkerOptions(unregistered=True, idle_processes=0), JobEntry(config))
+            running = asyncio.create_task(worker.run(), name="worker")
+            try:
+                await worker.simulate("console")
+                try:
+                    end = await link.next_job(timeout=JOB_START)
+                    ready = (await end.until("ready", timeout=JOB_START))["ready"]
+                except (TimeoutError, ConnectionError) as e:
+                    raise ConsoleFailed(f"the agent job did not start: {e or 'timed out'}") from e
+                self.say(
+                    f"jackfield console: {model}, {ready['tools']} tool(s) live."
+                    f" Type a message; /quit or end of input leaves."
+                )
+                if spec.greeting:
+                    self._show(await end.until("agent", timeout=JOB_START))
+                await self._converse(end, stdin)
+                await end.aclose()
+            finally:
+                await worker.drain(timeout=10)
+                running.cancel()
+                await asyncio.gather(running, return_exceptions=True)
         return 0
 
-    def _banner(self, hub: ToolHub) -> None:
-        tools = hub.status().tools
-        self.say(
-            f"jackfield console: {self.model}, {tools} tool(s) live."
-            f" Type a message; /quit or end of input leaves."
-        )
-
-    async def _converse(self, session: Any, stdin: TextIO) -> None:
+    async def _converse(self, end: ConsoleEnd, stdin: TextIO) -> None:
         lines = _lines(stdin)
         while True:
             if stdin.isatty():
@@ -185,23 +244,22 @@ class Console:
             text = line.strip()
             if not text:
                 continue
-            try:
-                await session.run(user_input=text)
-            except Exception as e:  # a failed turn (the model unreachable...) ends no chat
-                self.say(f"(that turn failed: {e})")
+            for message in await end.turn(text):
+                self._show(message)
 
-    def _show_tools(self, event: Any) -> None:
-        for call, output in event.zipped():
-            result = output.output if len(output.output) <= SHOWN_RESULT else (
-                output.output[:SHOWN_RESULT] + "..."
-            )  # fmt: skip
-            status = "error" if output.is_error else "ok"
-            self.say(f"  [tool] {call.name} {_compact(call.arguments)} -> {status}: {result}")
-
-    def _show_reply(self, event: Any) -> None:
-        item = event.item
-        if getattr(item, "role", None) == "assistant" and getattr(item, "text_content", None):
-            self.say(f"agent> {item.text_content}")
+    def _show(self, message: dict[str, Any]) -> None:
+        if "tool" in message:
+            output = str(message["output"])
+            shown = output if len(output) <= SHOWN_RESULT else output[:SHOWN_RESULT] + "..."
+            status = "error" if message["is_error"] else "ok"
+            self.say(f"  [tool] {message['tool']} {_compact(message['arguments'])}"
+                     f" -> {status}: {shown}")  # fmt: skip
+        elif "agent" in message:
+            self.say(f"agent> {message['agent']}")
+        elif message.get("error"):
+            self.say(f"(that turn failed: {message['error']})")
+        elif "fallback" in message:
+            self.say(f"(the agent moved to its fallback pipeline: {message['fallback']})")
 
 
 def _compact(arguments: str) -> str:

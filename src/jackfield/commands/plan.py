@@ -3,6 +3,7 @@
 Compares the files with what the store last applied, the way the controller plans its store side,
 and writes nothing but the schema (opening the store migrates it). Exit codes: 0 no changes (or
 changes without --exit-code), 1 invalid config or store unavailable, 2 changes with --exit-code.
+Config warnings are printed first, as `jackfield validate` prints them; they change no exit code.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""`jackfield validate [DIR]`: exit 0 when valid, 1 with one `path:line:col: message` per error."""
+"""`jackfield validate [DIR]`: exit 0 when valid, 1 with one `path:line:col: message` per error.
+
+Warnings (`path:line:col: warning: message`, fields that have no effect) are printed and exit 0.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,9 @@ from jackfield.commands._common import add_dir_argument, config_dir, load_or_rep
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser("validate", help="check the config files; one line per error")
+    parser = sub.add_parser(
+        "validate", help="check the config files; one line per error or warning"
+    )
     add_dir_argument(parser)
     parser.set_defaults(func=run)
 

@@ -93,6 +93,7 @@ def render(status: Status, *, refresh_seconds: int = 5) -> str:
             f'<span class="muted">{_count(servers)}</span></header>',
             _config(status.config),
             _errors(status.config.errors),
+            _errors(status.config.warnings, "Config warnings", "muted"),
             f'<h2>Servers</h2><div class="grid">{"".join(_server(s) for s in servers)}</div>'
             if servers
             else '<h2>Servers</h2><p class="muted">No servers configured.</p>',
@@ -189,15 +190,17 @@ def _condition_class(c: Condition) -> str:
     return "ok" if healthy else ("warn" if c.type == "Reconciling" else "bad")
 
 
-def _errors(errors: tuple[dict[str, Any], ...]) -> str:
+def _errors(
+    errors: tuple[dict[str, Any], ...], title: str = "Config errors", style: str = "err"
+) -> str:
     if not errors:
         return ""
     items = "".join(
         f"<li><code>{_e(e.get('file', '?'))}:{_e(e.get('line', '?'))}:{_e(e.get('column', '?'))}"
-        f'</code> <span class="err">{_e(e.get("message", ""))}</span></li>'
+        f'</code> <span class="{style}">{_e(e.get("message", ""))}</span></li>'
         for e in errors
     )
-    return f'<h2>Config errors</h2><div class="panel"><ul class="errors">{items}</ul></div>'
+    return f'<h2>{title}</h2><div class="panel"><ul class="errors">{items}</ul></div>'
 
 
 def _server(s: ServerStatus) -> str:
@@ -233,6 +236,10 @@ def _server(s: ServerStatus) -> str:
     )
 
 
+WORKER_BADGE = {"Registered": "ok", "Unregistered": "ok", "Connecting": "warn",
+                "Starting": "warn", "Draining": "warn", "Stopped": "off"}  # fmt: skip
+
+
 def _components(status: Status) -> str:
     agent = status.agent
     agent_text = (
@@ -244,6 +251,14 @@ def _components(status: Status) -> str:
         agent_text += f' <span class="muted">{_e(agent.reason)}</span>'
     if agent.instructions_revision:
         agent_text += f" instructions {_rev(agent.instructions_revision)}"
+    if agent.fallbacks:
+        counts = ", ".join(f"{_e(k)} {_e(v)}" for k, v in sorted(agent.fallbacks.items()))
+        agent_text += f' <span class="muted">fallbacks: {counts}</span>'
+    if agent.realtime_cooldown_until is not None:
+        agent_text += (
+            f' <span class="badge warn">Realtime paused</span> until'
+            f" {_when(agent.realtime_cooldown_until)}"
+        )
     hub = status.hub
     hub_text = (
         f"<code>{_e(hub.url)}</code>" if hub.url else '<span class="muted">not serving</span>'
@@ -258,7 +273,18 @@ def _components(status: Status) -> str:
     )
     if watcher.message:
         watcher_text += f' <span class="muted">{_e(watcher.message)}</span>'
-    rows = [("Agent", agent_text), ("Hub", hub_text), ("Watcher", watcher_text)]
+    rows = [("Agent", agent_text)]
+    if agent.worker is not None:
+        state = str(agent.worker.get("state"))
+        badge = WORKER_BADGE.get(state, "bad")
+        worker_text = f'<span class="badge {badge}">{_e(state)}</span>'
+        if agent.worker.get("agent_name"):
+            worker_text += f" agent <code>{_e(agent.worker['agent_name'])}</code>"
+        worker_text += f" {_e(agent.worker.get('jobs', 0))} job(s)"
+        if agent.worker.get("reason"):
+            worker_text += f' <span class="muted">{_e(agent.worker["reason"])}</span>'
+        rows.append(("LiveKit worker", worker_text))
+    rows += [("Hub", hub_text), ("Watcher", watcher_text)]
     if status.store:
         state = str(status.store.get("state", "Unknown"))
         store_text = f'<span class="badge {"ok" if state == "Ok" else "bad"}">{_e(state)}</span>'

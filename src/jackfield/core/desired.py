@@ -66,6 +66,8 @@ class Snapshot:
     servers: Mapping[str, Placed[MCPServerDocument]]
     prompts: Mapping[str, Placed[PromptDocument]]
     revision: str
+    warnings: tuple[ConfigError, ...] = ()
+    """Fields that are valid but have no effect (`core.turns.ineffective_fields`); sorted."""
 
     def objects(self) -> Iterable[Placed[Any]]:
         yield self.agent
@@ -100,7 +102,7 @@ def build_snapshot(
     read_errors: Sequence[ConfigError] = (),
     cache: ParseCache | None = None,
 ) -> Snapshot:
-    """Validate every file and assemble the snapshot.
+    """Validate every file and assemble the snapshot; warnings never refuse it.
 
     `cache`, owned by the caller and kept across passes (with the same `env`), spares parsing
     the files whose bytes did not change: a one-file edit then costs one file, not all of them.
@@ -110,6 +112,7 @@ def build_snapshot(
         ConfigInvalid: with every error of every file (read errors included), sorted.
     """
     errors: list[ConfigError] = list(read_errors)
+    warnings: list[ConfigError] = []
     agents: list[Placed[AgentDocument]] = []
     by_kind: dict[str, dict[str, Placed[Any]]] = {"MCPServer": {}, "Prompt": {}}
     used: set[tuple[str, bytes]] = set()
@@ -125,6 +128,7 @@ def build_snapshot(
                 continue
             if isinstance(item.document, AgentDocument):
                 agents.append(placed)
+                warnings += item.warnings
                 continue
             table = by_kind[item.document.kind]
             first = table.get(placed.name)
@@ -154,4 +158,4 @@ def build_snapshot(
     prompts = dict(sorted(by_kind["Prompt"].items()))
     everything = [agents[0], *servers.values(), *prompts.values()]
     revision = sha256(canonical([normalised(p.document) for p in everything]))
-    return Snapshot(agents[0], servers, prompts, revision)
+    return Snapshot(agents[0], servers, prompts, revision, tuple(sorted(warnings)))

@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel
 
 from jackfield.core.expansion import problems as expansion_problems
+from jackfield.core.turns import ineffective_fields
 from jackfield.errors import ConfigError
 from jackfield.spec.models import (
     API_VERSION,
@@ -78,12 +79,13 @@ class Positions:
 
 @dataclass(frozen=True)
 class LoadedDocument:
-    """A valid document and where it stands."""
+    """A valid document, where it stands, and its warnings (fields that have no effect)."""
 
     document: Document
     path: str
     line: int
     positions: Positions
+    warnings: tuple[ConfigError, ...] = ()
 
 
 class _TooLarge(Exception):
@@ -297,7 +299,7 @@ def _describe(err: Mapping[str, Any], model: type[BaseModel]) -> tuple[Path, boo
         return loc, True, f"missing required key {where!r}"
     cause = (err.get("ctx") or {}).get("error")
     if isinstance(cause, FieldError):
-        return (*loc, cause.field), True, str(cause)
+        return (*loc, *cause.field.split(".")), True, str(cause)
     message = err["msg"].removeprefix("Value error, ")
     if kind == "string_type" and isinstance(err.get("input"), (bool, int, float)):
         message += " (quote the value to keep it as text)"
@@ -382,8 +384,19 @@ def load_file(
         _check_expansions(data, positions, source.path, env, errors)
         document = _validate(data, positions, source, line, errors)
         if document is not None:
-            loaded.append(LoadedDocument(document, source.path, line, positions))
+            warnings = _warnings(document, positions, source.path)
+            loaded.append(LoadedDocument(document, source.path, line, positions, warnings))
     return loaded, errors
+
+
+def _warnings(document: Document, positions: Positions, path: str) -> tuple[ConfigError, ...]:
+    """Each field set that has no effect in the agent's mode, at its key."""
+    if not isinstance(document, AgentDocument):
+        return ()
+    marks = [
+        (positions.of(key, key=True), message) for key, message in ineffective_fields(document.spec)
+    ]
+    return tuple(ConfigError(path, m.line, m.column, message) for m, message in marks)
 
 
 def kind_allowed(path: str, document: Document) -> str | None:

@@ -110,6 +110,8 @@ class ConfigStatus:
     conditions: tuple[Condition, ...] = ()
     errors: tuple[dict[str, Any], ...] = ()
     """ConfigError.as_dict() items of the last attempted snapshot."""
+    warnings: tuple[dict[str, Any], ...] = ()
+    """Same shape: the fields of the applied snapshot that have no effect (they block nothing)."""
     history: tuple[HistoryEntry, ...] = ()
     """Newest first, the last few passes."""
 
@@ -122,6 +124,7 @@ class ConfigStatus:
             "observed_generation": self.observed_generation,
             "conditions": [c.to_json() for c in self.conditions],
             "errors": list(self.errors),
+            "warnings": list(self.warnings),
             "history": [h.to_json() for h in self.history],
         }
 
@@ -169,6 +172,17 @@ class AgentStatus:
     reason: str | None = None
     sessions: int = 0
     instructions_revision: str | None = None
+    revision: str | None = None
+    """The agent view new sessions are built from (spec, instructions)."""
+    sessions_by_revision: dict[str, int] = field(default_factory=dict)
+    worker: dict[str, Any] | None = None
+    """{"state": Connecting|Registered|Unregistered|Draining|Failed|Stopped, "reason", ...}"""
+    fallbacks: dict[str, int] = field(default_factory=dict)
+    """Sessions moved to the fallback pipeline, by reason."""
+    realtime_cooldown_until: datetime | None = None
+    rejected_updates: int = 0
+    """Tool or instruction updates a realtime model refused (the session kept the old ones)."""
+    last_rejected_update: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -176,6 +190,13 @@ class AgentStatus:
             "reason": self.reason,
             "sessions": self.sessions,
             "instructions_revision": self.instructions_revision,
+            "revision": self.revision,
+            "sessions_by_revision": self.sessions_by_revision,
+            "worker": self.worker,
+            "fallbacks": self.fallbacks,
+            "realtime_cooldown_until": rfc3339(self.realtime_cooldown_until),
+            "rejected_updates": self.rejected_updates,
+            "last_rejected_update": self.last_rejected_update,
         }
 
 

@@ -1,10 +1,18 @@
-"""The LiveKit side: a job entrypoint whose agent follows the hub live, and the worker.
+"""The LiveKit job: an agent session built from the hub's agent view, following it live.
 
-Each LiveKit job runs in its own process, so the agent reaches the tools as a plain MCP client
-of the hub (DESIGN.md section 5). Session start never waits on an MCP server: the hub answers
-at once with whatever is Ready, and later announcements bring the rest. Announcements are
-applied with `Agent.update_tools` / `Agent.update_instructions` at a safe point: never while a
-tool call runs; a change that arrives during one is applied when the last call returns.
+LiveKit runs each job in a process of its own (DESIGN.md section 5), so the job reads no config
+file: everything comes from the hub (`shell/hub_link.py`). At start it reads the agent view
+(spec, instructions, revision) and the tools, builds the session (OpenAI Realtime, or the
+`fallback` pipeline: STT -> LLM -> TTS), greets, and returns; the session lives on in the job.
+
+- **Safe-point updates.** Announcements are applied with `Agent.update_tools` /
+  `Agent.update_instructions` only while no tool call of the session runs.
+- **A real fallback.** An unrecoverable realtime error (at start or mid-call) closes the
+  realtime session; the job then starts the fallback pipeline in the same room, with the same
+  hub link and the conversation so far, and tells the hub (status, metrics, cool-down).
+- **No stall at the end.** When the session closes for good the job shuts down at once.
+- **Text turns.** A job may be linked to a text console (`shell/text_link.py`): `jackfield
+  console` and the tests type turns into a real job process that way.
 """
 
 from __future__ import annotations
@@ -12,151 +20,130 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import mcp_types
-from livekit.agents import Agent, AgentSession, RunContext, llm
+from livekit.agents import Agent, AgentSession, APIConnectOptions, JobContext, RunContext, llm
 from livekit.agents.llm import function_tool
 from livekit.agents.types import NOT_GIVEN, NotGiven
+from livekit.agents.voice import room_io
+from livekit.agents.voice.events import CloseEvent, ErrorEvent
 from livekit.agents.voice.turn import TurnHandlingOptions
-from mcp import Client
-from mcp.client.session import IncomingMessage
-from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
 
-from jackfield import __version__
 from jackfield.core.desired import sha256
-from jackfield.settings import Settings
-from jackfield.shell.hub import PROMPT_NAME, SESSION_HEADER
-from jackfield.spec.models import AgentSpec, TurnSpec
+from jackfield.core.turns import pipeline_turn_handling, realtime_turn_detection
+from jackfield.shell.hub_link import UNREACHABLE, HubLink, HubUnavailable
+from jackfield.shell.text_link import JobChannel, TextLinkAddress
+from jackfield.spec.models import AgentSpec, LLMSpec, TurnSpec
 
 log = logging.getLogger(__name__)
 
-HUB_URL_ENV = "JACKFIELD_HUB_URL"
-HUB_TOKEN_ENV = "JACKFIELD_HUB_TOKEN"
 FILLER = "One moment."
 FILLER_AFTER = 2.0
+HUB_WAIT = 3.0
+"""Seconds a new job waits for the hub before it starts without tools."""
+DEFAULT_PIPELINE = LLMSpec(mode="pipeline", model="gpt-4o-mini")
+"""The pipeline when agent.yaml gives none: for a realtime agent without a fallback."""
+NO_HUB_INSTRUCTIONS = (
+    "You are a helpful voice assistant. Your tools are unavailable right now: if the caller asks"
+    " for something that needs one, say so briefly and offer to try again in a moment."
+)
+TOOLS_DOWN = (
+    "Your tools are unavailable right now: if the caller asks for something that needs one,"
+    " say so briefly."
+)
+CARRY_ON = (
+    "The voice connection was switched to a backup line. In a few words tell the caller you are"
+    " still there, then carry on where the conversation left off."
+)
+REALTIME_RETRIES = APIConnectOptions(max_retry=1, retry_interval=0.5, timeout=5.0)
+"""With a fallback to go to, a realtime model that fails is given up on quickly."""
+
+Mode = Literal["realtime", "pipeline"]
+UPDATE_EVENTS = ("session_update_", "tools_update_", "instructions_update_")
+"""Event id prefixes of livekit-agents' realtime session updates (tools, instructions)."""
 
 
-class HubClient:
-    """One agent session's connection to the hub: tools as LiveKit function tools."""
+@dataclass(frozen=True)
+class JobConfig:
+    """What every job of a worker needs, pickled into each job process (jobs read no files and
+    no environment: a forkserver's environment is the one of its first start)."""
 
-    def __init__(self, url: str, token: str, *, session_id: str) -> None:
-        self.url = url
-        self.token = token
-        self.session_id = session_id
-        self.changed = asyncio.Event()
-        self.in_flight = 0
-        self.call_finished: Callable[[], None] = lambda: None
-        self._client: Client | None = None
+    hub_url: str
+    hub_token: str
+    openai_api_key: str | None = None
+    openai_base_url: str | None = None
+    realtime_base_url: str | None = None
+    text_link: TextLinkAddress | None = None
+    text_model: str | None = None
+    """A text console: the session is this chat model alone (no realtime, no STT or TTS)."""
+    agent_spec: dict[str, Any] | None = None
+    """The Agent spec (JSON) when the worker started: what a job that cannot reach the hub
+    builds its session from (tools and instructions follow once the hub is back)."""
 
-    @contextlib.asynccontextmanager
-    async def connected(self) -> AsyncIterator[HubClient]:
-        headers = {"Authorization": f"Bearer {self.token}", SESSION_HEADER: self.session_id}
-        http = create_mcp_http_client(headers=headers)
-        async with (
-            http,
-            Client(
-                streamable_http_client(self.url, http_client=http),
-                mode="legacy",
-                cache=None,
-                message_handler=self._on_message,
-                client_info=mcp_types.Implementation(name="jackfield-agent", version=__version__),
-            ) as client,
-        ):
-            self._client = client
-            try:
-                yield self
-            finally:
-                self._client = None
 
-    async def _on_message(self, message: IncomingMessage) -> None:
-        if isinstance(
-            message,
-            mcp_types.ToolListChangedNotification | mcp_types.PromptListChangedNotification,
-        ):
-            self.changed.set()
+# --- the agent ---------------------------------------------------------------------------------
 
-    @property
-    def client(self) -> Client:
-        if self._client is None:
-            raise RuntimeError("not connected to the hub")
-        return self._client
 
-    async def instructions(self) -> str:
-        prompt = await self.client.get_prompt(PROMPT_NAME)
-        content = prompt.messages[0].content if prompt.messages else None
-        return content.text if isinstance(content, mcp_types.TextContent) else ""
-
-    async def tools(self) -> list[llm.Tool]:
-        listing = await self.client.list_tools()
-        return [self._tool(t) for t in listing.tools]
-
-    def _tool(self, tool: mcp_types.Tool) -> llm.Tool:
-        name = tool.name
-
-        async def call(ctx: RunContext[Any], raw_arguments: dict[str, Any]) -> str:
-            self.in_flight += 1
-            try:
-                async with ctx.with_filler(FILLER, delay=FILLER_AFTER):
-                    result = await self.client.call_tool(name, raw_arguments)
-            except Exception as e:  # the hub itself is unreachable
-                log.warning("tool %s: %s", name, e)
-                raise llm.ToolError(f"The {name} tool is unavailable right now.") from e
-            finally:
-                self.in_flight -= 1
-                self.call_finished()
-            text = "\n".join(c.text for c in result.content if isinstance(c, mcp_types.TextContent))
-            if result.is_error:
-                raise llm.ToolError(text or f"The {name} tool failed.")
-            return text
-
-        schema = {
-            "name": name,
-            "description": tool.description or "",
-            "parameters": tool.input_schema,
-        }
-        return function_tool(call, raw_schema=schema)
+def _revision(instructions: str, tools: list[llm.Tool]) -> str:
+    return sha256(instructions + "|" + ",".join(sorted(t.id for t in tools)))
 
 
 class LiveAgent(Agent):
     """An Agent whose tools and instructions follow the hub."""
 
-    def __init__(self, hub: HubClient, *, instructions: str, tools: list[llm.Tool]) -> None:
-        super().__init__(instructions=instructions, tools=list(tools))
-        self.hub = hub
-        self.revision = sha256(instructions + "|" + ",".join(sorted(t.id for t in tools)))
+    def __init__(
+        self,
+        link: HubLink,
+        *,
+        instructions: str,
+        tools: list[llm.Tool],
+        chat_ctx: llm.ChatContext | None = None,
+    ) -> None:
+        super().__init__(instructions=instructions, tools=list(tools), chat_ctx=chat_ctx)
+        self.link = link
+        self.revision = _revision(instructions, tools)
         self.updates = 0
+        self.on_update: Callable[[LiveAgent], None] = lambda agent: None
         self._pending = False
         self._task: asyncio.Task[None] | None = None
-        hub.call_finished = self._maybe_apply
+        link.call_finished = self._maybe_apply
+
+    @property
+    def hub(self) -> HubLink:
+        return self.link
 
     async def follow(self) -> None:
-        """Runs for the session's life: each announcement marks an update pending."""
+        """Runs for the session's life: each announcement (or reconnect) marks an update."""
         while True:
-            await self.hub.changed.wait()
-            self.hub.changed.clear()
+            await self.link.changed.wait()
+            self.link.changed.clear()
             self._pending = True
             self._maybe_apply()
 
     def _maybe_apply(self) -> None:
-        if self._pending and self.hub.in_flight == 0 and (self._task is None or self._task.done()):
+        idle = self.link.in_flight == 0 and (self._task is None or self._task.done())
+        if self._pending and idle:
             self._pending = False
             self._task = asyncio.create_task(self._apply(), name="agent-update")
 
     async def _apply(self) -> None:
         try:
-            tools, text = await self.hub.tools(), await self.hub.instructions()
+            view = await self.link.view()
+            tools = tools_of(self.link, await self.link.tools())
             await self.update_tools(list(tools))
-            await self.update_instructions(text)
-            self.revision = sha256(text + "|" + ",".join(sorted(t.id for t in tools)))
+            await self.update_instructions(view["instructions"])
+            self.revision = _revision(view["instructions"], tools)
             self.updates += 1
-        except Exception:
+            self.on_update(self)
+        except HubUnavailable:
+            current = str(self.instructions)
+            if TOOLS_DOWN not in current:
+                await self.update_instructions(f"{current}\n\n{TOOLS_DOWN}")
+        except Exception:  # no hot retry loop: the next announcement or reconnect retries
             log.exception("applying a hub change failed; the next announcement retries")
-            self._pending = True
         self._maybe_apply()  # a change that came in meanwhile
 
     async def aclose_follow(self) -> None:
@@ -164,11 +151,61 @@ class LiveAgent(Agent):
             await asyncio.gather(self._task, return_exceptions=True)
 
 
+def _filler(ctx: RunContext[Any]) -> Any:
+    """Spoken while a slow call runs: said through the TTS, or by the realtime model itself."""
+    session = ctx.session
+
+    def source(step: int) -> Any:
+        if session.tts is not None:
+            return FILLER
+        return session.generate_reply(instructions=f"Say only: {FILLER}", tool_choice="none")
+
+    return source
+
+
+def tools_of(link: HubLink, listed: list[mcp_types.Tool]) -> list[llm.Tool]:
+    """The hub's tools as LiveKit raw function tools, called through the link."""
+    return [_tool(link, t) for t in listed]
+
+
+def _tool(link: HubLink, tool: mcp_types.Tool) -> llm.Tool:
+    name = tool.name
+
+    async def call(ctx: RunContext[Any], raw_arguments: dict[str, Any]) -> str:
+        try:
+            async with ctx.with_filler(_filler(ctx), delay=FILLER_AFTER):
+                result = await link.call(name, raw_arguments)
+        except HubUnavailable as e:
+            log.warning("tool %s: the hub is unreachable (%s)", name, link.last_error)
+            raise llm.ToolError(str(e)) from e
+        text = "\n".join(c.text for c in result.content if isinstance(c, mcp_types.TextContent))
+        if result.is_error:
+            raise llm.ToolError(text or f"The {name} tool failed.")
+        return text
+
+    schema = {"name": name, "description": tool.description or "", "parameters": tool.input_schema}
+    return function_tool(call, raw_schema=schema)
+
+
+async def build_agent(link: HubLink, *, chat_ctx: llm.ChatContext | None = None) -> LiveAgent:
+    """The agent as the hub has it now, or one without tools that says so."""
+    try:
+        view = await link.view()
+        tools = tools_of(link, await link.tools())
+        return LiveAgent(link, instructions=view["instructions"], tools=tools, chat_ctx=chat_ctx)
+    except HubUnavailable:
+        return LiveAgent(link, instructions=NO_HUB_INSTRUCTIONS, tools=[], chat_ctx=chat_ctx)
+
+
 @contextlib.asynccontextmanager
 async def live_agent(url: str, token: str, *, session_id: str) -> AsyncIterator[LiveAgent]:
     """Connect to the hub, build the agent from what is live now, follow changes until exit."""
-    async with HubClient(url, token, session_id=session_id).connected() as hub:
-        agent = LiveAgent(hub, instructions=await hub.instructions(), tools=await hub.tools())
+    link = HubLink(url, token, session_id=session_id)
+    owner = asyncio.create_task(link.run(), name="hub-link")
+    try:
+        await link.wait_up(HUB_WAIT)
+        link.changed.clear()  # what the connect announced is what the agent is built from
+        agent = await build_agent(link)
         follower = asyncio.create_task(agent.follow(), name="agent-follow")
         try:
             yield agent
@@ -176,44 +213,12 @@ async def live_agent(url: str, token: str, *, session_id: str) -> AsyncIterator[
             follower.cancel()
             await asyncio.gather(follower, return_exceptions=True)
             await agent.aclose_follow()
+    finally:
+        owner.cancel()
+        await asyncio.gather(owner, return_exceptions=True)
 
 
-# --- models and the worker ---------------------------------------------------------------------
-
-
-def load_agent_spec(config_dir: Path) -> AgentSpec:
-    from jackfield.core.desired import build_snapshot
-    from jackfield.shell.sources import scan
-
-    found = scan(config_dir)
-    return build_snapshot(found.files, dict(os.environ), found.errors).agent.document.spec
-
-
-def session_for(spec: AgentSpec) -> AgentSession[Any]:
-    """OpenAI Realtime by default; the `fallback` pipeline when realtime cannot start."""
-    from livekit.plugins import openai
-
-    model = spec.llm
-    turn = turn_handling(spec.turn)
-    if model.mode == "realtime":
-        try:
-            realtime = openai.realtime.RealtimeModel(
-                model=model.model,
-                voice=model.voice or "alloy",
-                temperature=_given(model.temperature),
-            )
-            return AgentSession(llm=realtime, turn_handling=turn)
-        except Exception as e:
-            if spec.fallback is None:
-                raise
-            log.warning("realtime model could not start (%s); using the fallback pipeline", e)
-            model = spec.fallback
-    return AgentSession(
-        llm=openai.LLM(model=model.model, temperature=_given(model.temperature)),
-        stt=openai.STT(model=model.stt or "gpt-4o-transcribe"),
-        tts=openai.TTS(model=model.tts or "gpt-4o-mini-tts", voice=model.voice or "alloy"),
-        turn_handling=turn,
-    )
+# --- the session ---------------------------------------------------------------------------------
 
 
 def _given(value: float | None) -> float | NotGiven:
@@ -222,46 +227,277 @@ def _given(value: float | None) -> float | NotGiven:
 
 def turn_handling(turn: TurnSpec) -> TurnHandlingOptions:
     """agent.yaml's `turn` in livekit-agents 1.8's TurnHandlingOptions shape."""
-    return {
-        "endpointing": {"min_delay": turn.min_endpointing_delay,
-                        "max_delay": turn.max_endpointing_delay},
-        "interruption": {"enabled": turn.allow_interruptions,
-                         "min_duration": turn.min_interruption_duration},
-    }  # fmt: skip
+    options: TurnHandlingOptions = pipeline_turn_handling(turn)  # type: ignore[assignment]
+    return options
 
 
-async def entrypoint(ctx: Any) -> None:
-    """The LiveKit job: connect, build the session from agent.yaml and the hub, greet."""
-    settings = Settings()
-    spec = load_agent_spec(settings.config_dir)
-    await ctx.connect()
-    session = session_for(spec)
-    url, token = os.environ[HUB_URL_ENV], os.environ[HUB_TOKEN_ENV]
-    async with live_agent(url, token, session_id=f"job-{ctx.job.id}") as agent:
-        await session.start(agent=agent, room=ctx.room)
-        if spec.greeting:
-            await session.generate_reply(instructions=spec.greeting)
-        closed = asyncio.Event()
-        session.on("close", lambda _ev: closed.set())
-        await closed.wait()
+def pipeline_model(spec: AgentSpec) -> LLMSpec:
+    """The model a pipeline session uses: the agent's own, else its fallback, else a default."""
+    if spec.llm.mode == "pipeline":
+        return spec.llm
+    return spec.fallback or DEFAULT_PIPELINE
 
 
-async def run_worker(settings: Settings, hub_url: str, hub_token: str) -> None:
-    """Run the LiveKit worker until cancelled; job processes inherit the hub's address."""
-    from livekit.agents import AgentServer
+def session_for(spec: AgentSpec, mode: Mode, config: JobConfig) -> AgentSession[Any]:
+    """The session for one mode; `turn` mapped onto what that mode can honour."""
+    from livekit.plugins import openai
+    from openai.types.realtime import RealtimeAudioInputTurnDetection
+    from pydantic import TypeAdapter
 
-    os.environ[HUB_URL_ENV] = hub_url
-    os.environ[HUB_TOKEN_ENV] = hub_token
-    server = AgentServer(
-        ws_url=settings.livekit_url,
-        api_key=settings.livekit_api_key.get_secret_value() if settings.livekit_api_key else None,
-        api_secret=(
-            settings.livekit_api_secret.get_secret_value() if settings.livekit_api_secret else None
+    key = config.openai_api_key
+    turn = turn_handling(spec.turn)
+    if config.text_model is not None:
+        return AgentSession(
+            llm=openai.LLM(model=config.text_model, temperature=_given(spec.llm.temperature),
+                           api_key=key or NOT_GIVEN, base_url=config.openai_base_url or NOT_GIVEN)
+        )  # fmt: skip
+    if mode == "realtime":
+        detection = TypeAdapter(RealtimeAudioInputTurnDetection).validate_python(
+            realtime_turn_detection(spec.turn)
+        )
+        realtime = openai.realtime.RealtimeModel(
+            model=spec.llm.model,
+            voice=spec.llm.voice or "alloy",
+            turn_detection=detection,
+            api_key=key,
+            base_url=config.realtime_base_url or config.openai_base_url or NOT_GIVEN,
+            conn_options=REALTIME_RETRIES if spec.fallback is not None else NOT_GIVEN,  # type: ignore[arg-type]
+        )
+        # livekit-agents refuses interruption.enabled=False while the server detects turns;
+        # interrupt_response in the turn detection above carries allowInterruptions instead
+        return AgentSession(llm=realtime)
+    model = pipeline_model(spec)
+    base_url = config.openai_base_url or NOT_GIVEN
+    key_given = key or NOT_GIVEN
+    return AgentSession(
+        llm=openai.LLM(
+            model=model.model, temperature=_given(model.temperature), api_key=key_given,
+            base_url=base_url,
         ),
-        port=0,
-    )
-    server.rtc_session(entrypoint)
-    try:
-        await server.run()
-    finally:
-        await server.aclose()
+        stt=openai.STT(
+            model=model.stt or "gpt-4o-transcribe", api_key=key_given, base_url=base_url
+        ),
+        tts=openai.TTS(
+            model=model.tts or "gpt-4o-mini-tts", voice=model.voice or "alloy", api_key=key_given,
+            base_url=base_url,
+        ),
+        turn_handling=turn,
+    )  # fmt: skip
+
+
+def first_mode(spec: AgentSpec, view: dict[str, Any] | None) -> tuple[Mode, str | None]:
+    """Realtime unless the agent is a pipeline, or the worker's cool-down says skip it."""
+    if spec.llm.mode == "pipeline":
+        return "pipeline", None
+    if view is not None and not view.get("realtime", True) and spec.fallback is not None:
+        return "pipeline", "realtime_cooldown"
+    return "realtime", None
+
+
+class VoiceJob:
+    """One LiveKit job: the hub link, the current session, the fallback, the end."""
+
+    def __init__(self, ctx: JobContext, config: JobConfig) -> None:
+        self.ctx = ctx
+        self.config = config
+        self.link = HubLink(config.hub_url, config.hub_token, session_id=f"job-{ctx.job.id}")
+        self.spec = (
+            AgentSpec.model_validate(config.agent_spec)
+            if config.agent_spec is not None
+            else AgentSpec(instructions=NO_HUB_INSTRUCTIONS)
+        )
+        self.view: dict[str, Any] | None = None
+        self.mode: Mode = "realtime"
+        self.session: AgentSession[Any] | None = None
+        self.agent: LiveAgent | None = None
+        self.spoken = False
+        self.closing = False
+        self.channel: JobChannel | None = None
+        self.session_ready = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._follower: asyncio.Task[None] | None = None
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def start(self) -> None:
+        self._spawn(self.link.run(), "hub-link")
+        if self.config.text_link is not None:
+            self.channel = await JobChannel.open(self.config.text_link, job=self.ctx.job.id)
+        if await self.link.wait_up(HUB_WAIT):
+            with contextlib.suppress(HubUnavailable):
+                self.view = await self.link.view()
+                self.spec = AgentSpec.model_validate(self.view["spec"])
+        else:
+            log.warning("the hub is unreachable (%s): starting without tools", self.link.last_error)
+        self.link.changed.clear()
+        self.mode, reason = first_mode(self.spec, self.view)
+        if self.config.text_model is not None:
+            self.mode, reason = "pipeline", None
+        await self.ctx.connect()
+        self.ctx.add_shutdown_callback(self.aclose)
+        await self._start_session(await build_agent(self.link))
+        if reason is not None:
+            self._report_fallback(reason, realtime_failed=False)
+        if self.channel is not None:
+            self._spawn(self._serve_text(self.channel), "text-link")
+
+    async def _start_session(self, agent: LiveAgent, *, carry_on: bool = False) -> None:
+        session = session_for(self.spec, self.mode, self.config)
+        session.on("close", self._on_close)
+        session.on("error", self._on_error)
+        session.on("conversation_item_added", self._on_item)
+        session.on("function_tools_executed", self._on_tools)
+        self.session, self.agent = session, agent
+        agent.on_update = self._on_update
+        if self._follower is not None:
+            self._follower.cancel()
+        self._follower = asyncio.create_task(agent.follow(), name="agent-follow")
+        if self.config.text_model is not None:  # text in and out: no audio tracks to wait on
+            options = room_io.RoomOptions(audio_input=False, audio_output=False)
+            await session.start(agent=agent, room=self.ctx.room, room_options=options)
+        else:
+            await session.start(agent=agent, room=self.ctx.room)
+        self.session_ready.set()
+        self._send({"ready": {"mode": self.mode, "revision": (self.view or {}).get("revision"),
+                              "tools": len(agent.tools)}})  # fmt: skip
+        if carry_on and self.spoken:
+            session.generate_reply(instructions=CARRY_ON)
+        elif self.spec.greeting:
+            session.generate_reply(instructions=self.spec.greeting)
+
+    def _on_error(self, event: ErrorEvent) -> None:
+        # An unrecoverable realtime error closes the session, and in livekit-agents 1.8.9 that
+        # close can fail before its "close" event: act on the error itself.
+        error = event.error
+        if not isinstance(error, llm.RealtimeModelError):
+            return
+        if error.recoverable:
+            self._check_rejected_update(error)
+            return
+        if self.closing or self.mode != "realtime" or self.spec.fallback is None:
+            return
+        reason = "realtime_failed" if self.spoken else "realtime_unavailable"
+        log.warning("realtime model failed (%s): continuing on the fallback pipeline", reason)
+        self.mode = "pipeline"
+        self._spawn(self._fall_back(reason), "fallback")
+
+    def _check_rejected_update(self, error: llm.RealtimeModelError) -> None:
+        """The Realtime API answers a session.update it refuses (a tool schema it will not take,
+        instructions too long) with an error naming that event: the update did not apply."""
+        body = getattr(error.error, "body", None)
+        event_id = str(getattr(body, "event_id", None) or "")
+        if not event_id.startswith(UPDATE_EVENTS):
+            return
+        message = str(getattr(body, "message", None) or error.error)
+        log.warning("the realtime model refused an update (%s): %s", event_id, message)
+        if self.agent is not None:
+            self.agent.revision = f"rejected:{self.agent.revision}"
+        self._send({"update_rejected": message})
+        event = {"event": "update_rejected", "message": message}
+        self._spawn(self.link.report(event), "report")
+
+    def _on_close(self, event: CloseEvent) -> None:
+        replaced = isinstance(event.error, llm.RealtimeModelError) and self.mode == "pipeline"
+        if self.closing or replaced:
+            return  # ending anyway, or the realtime session that the fallback replaces
+        log.info("session closed (%s): ending the job", event.reason)
+        self.ctx.shutdown(reason=f"session closed: {event.reason}")
+
+    async def _fall_back(self, reason: str) -> None:
+        self.session_ready.clear()
+        failed = self.session
+        if failed is not None:
+            failed.off("close", self._on_close)
+            with contextlib.suppress(Exception, TimeoutError):
+                async with asyncio.timeout(5):
+                    await failed.aclose()
+        old = self.agent
+        chat_ctx = old.chat_ctx.copy() if old is not None else None
+        agent = await build_agent(self.link, chat_ctx=chat_ctx)
+        self._report_fallback(reason, realtime_failed=True)
+        self._send({"fallback": reason})
+        try:
+            await self._start_session(agent, carry_on=True)
+        except Exception:
+            log.exception("the fallback pipeline could not start; ending the job")
+            self.ctx.shutdown(reason="fallback failed")
+
+    def _report_fallback(self, reason: str, *, realtime_failed: bool) -> None:
+        event = {"event": "fallback", "reason": reason, "realtime_failed": realtime_failed}
+        self._spawn(self.link.report(event), "report")
+
+    # --- what a text console sees ---------------------------------------------------------------
+
+    def _send(self, message: dict[str, Any]) -> None:
+        if self.channel is not None:
+            self.channel.send(message)
+
+    def _on_update(self, agent: LiveAgent) -> None:
+        tools = sorted(t.id for t in agent.tools)
+        self._send({"updated": {"tools": tools, "instructions": str(agent.instructions)}})
+
+    def _on_item(self, event: Any) -> None:
+        item = event.item
+        if getattr(item, "role", None) == "assistant" and getattr(item, "text_content", None):
+            self.spoken = True
+            self._send({"agent": item.text_content})
+
+    def _on_tools(self, event: Any) -> None:
+        for call, output in event.zipped():
+            self._send({"tool": call.name, "arguments": call.arguments,
+                        "output": output.output if output else "",
+                        "is_error": bool(output and output.is_error)})  # fmt: skip
+
+    async def _serve_text(self, channel: JobChannel) -> None:
+        """One turn per line from the console, until it goes away (then the job ends)."""
+        async for text in channel.turns():
+            await self.session_ready.wait()
+            error = None
+            try:
+                assert self.session is not None
+                await self.session.run(user_input=text)
+            except Exception as e:
+                error = f"{type(e).__name__}: {e}"
+            channel.send({"turn_done": True, "error": error})
+        if not self.closing:
+            self.ctx.shutdown(reason="the text console left")
+
+    async def aclose(self, reason: str = "") -> None:
+        """The job's shutdown callback: close what the framework does not know about."""
+        self.closing = True
+        if self._follower is not None:
+            self._follower.cancel()
+        if self.session is not None:
+            with contextlib.suppress(Exception):
+                await self.session.aclose()
+        if self.channel is not None:
+            await self.channel.aclose()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class JobEntry:
+    """The worker's entrypoint: picklable, so it travels into each job process."""
+
+    def __init__(self, config: JobConfig) -> None:
+        self.config = config
+
+    async def __call__(self, ctx: JobContext) -> None:
+        await VoiceJob(ctx, self.config).start()
+
+
+__all__ = [
+    "FILLER",
+    "UNREACHABLE",
+    "JobConfig",
+    "JobEntry",
+    "LiveAgent",
+    "VoiceJob",
+    "build_agent",
+    "live_agent",
+    "session_for",
+]

@@ -44,6 +44,16 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from jackfield import __version__
 from jackfield.core import instructions, results
+from jackfield.core.agent_view import (
+    AGENT_VIEW_URI,
+    EVENTS_PATH,
+    PROMPT_NAME,
+    SERVING_STATES,
+    SESSION_HEADER,
+    AgentView,
+    RealtimeCooldown,
+    agent_view,
+)
 from jackfield.core.catalog import CatalogChange
 from jackfield.core.desired import Snapshot
 from jackfield.core.status import HubStatus
@@ -51,9 +61,9 @@ from jackfield.shell.manager import ServerManager, error_result
 
 log = logging.getLogger(__name__)
 
-PROMPT_NAME = "agent-instructions"
-SESSION_HEADER = "x-jackfield-session"
-"""Sent by jackfield's own agent: the LiveKit job/room, for the audit trail and session scope."""
+__all__ = ["PROMPT_NAME", "SESSION_HEADER", "ToolHub"]
+
+MAX_EVENT_BYTES = 16 * 1024
 ANNOUNCE_TIMEOUT = 2.0
 """Seconds one client may hold up an announcement before it is skipped for that client."""
 STOP_GRACE = 5.0
@@ -65,8 +75,29 @@ ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitab
                    Awaitable[None]]  # fmt: skip
 
 
-def _bearer(token: str, app: ASGIApp) -> ASGIApp:
-    """401 for every HTTP request without `Authorization: Bearer <token>`; no WebSockets."""
+AgentEventHandler = Callable[[str, dict[str, Any]], None]
+
+
+async def _read_body(receive: Callable[[], Awaitable[Any]], limit: int) -> bytes | None:
+    body = b""
+    while True:
+        message = await receive()
+        body += bytes(message.get("body", b""))
+        if len(body) > limit:
+            return None
+        if not message.get("more_body"):
+            return body
+
+
+async def _respond(send: Callable[[Any], Awaitable[None]], status: int, body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json")]})  # fmt: skip
+    await send({"type": "http.response.body", "body": body})
+
+
+def _bearer(token: str, app: ASGIApp, on_event: AgentEventHandler) -> ASGIApp:
+    """401 for every HTTP request without `Authorization: Bearer <token>`; no WebSockets.
+    `POST /agent/events` (a job's report, JSON with `event`) goes to `on_event`."""
     expected = f"Bearer {token}".encode()
 
     async def guarded(scope: Scope, receive: Any, send: Any) -> None:
@@ -82,9 +113,30 @@ def _bearer(token: str, app: ASGIApp) -> ASGIApp:
                 ]})  # fmt: skip
                 await send({"type": "http.response.body", "body": b'{"error":"unauthorized"}'})
                 return
+            if scope.get("path") == EVENTS_PATH:
+                await _agent_event(scope, receive, send, on_event)
+                return
         await app(scope, receive, send)
 
     return guarded
+
+
+async def _agent_event(scope: Scope, receive: Any, send: Any, on_event: AgentEventHandler) -> None:
+    if scope.get("method") != "POST":
+        await _respond(send, 405, b'{"error":"POST only"}')
+        return
+    body = await _read_body(receive, MAX_EVENT_BYTES)
+    try:
+        event = json.loads(body) if body is not None else None
+    except ValueError:
+        event = None
+    if not isinstance(event, dict) or not isinstance(event.get("event"), str):
+        await _respond(send, 400, b'{"error":"expected a JSON object with an event"}')
+        return
+    headers = dict(scope.get("headers") or [])
+    session = headers.get(SESSION_HEADER.encode(), b"").decode(errors="replace") or "unknown"
+    on_event(session, event)
+    await _respond(send, 202, b"{}")
 
 
 class _QuietServer(uvicorn.Server):
@@ -129,8 +181,18 @@ class ToolHub:
         self.port = port
         self.token = token
         self.snapshot: Snapshot | None = None
+        self.view: AgentView | None = None
         self.instructions = ""
         self.instructions_revision: str | None = None
+        self.cooldown = RealtimeCooldown()
+        self.fallbacks: Counter[str] = Counter()
+        """Sessions that moved to the fallback pipeline, by reason."""
+        self.rejected_updates = 0
+        """Session updates (tools, instructions) a realtime model refused."""
+        self.last_rejected_update: str | None = None
+        self._revisions: dict[str, str] = {}
+        """Hub session -> the agent view revision it last read."""
+        self._cooldown_timer: asyncio.TimerHandle | None = None
         self._connections: dict[Connection, str] = {}
         self._holders: Counter[str] = Counter()
         self._ids = itertools.count(1)
@@ -212,6 +274,29 @@ class ToolHub:
                 messages=[mcp_types.PromptMessage(role="user", content=text)],
             )
 
+        async def list_resources(
+            ctx: ServerRequestContext[Any], params: mcp_types.PaginatedRequestParams | None
+        ) -> mcp_types.ListResourcesResult:
+            resource = mcp_types.Resource(
+                uri=AGENT_VIEW_URI, name="agent", mimeType="application/json",
+                description="The agent view for jobs: spec, instructions, revision",
+            )  # fmt: skip
+            return mcp_types.ListResourcesResult(resources=[resource])
+
+        async def read_resource(
+            ctx: ServerRequestContext[Any], params: mcp_types.ReadResourceRequestParams
+        ) -> mcp_types.ReadResourceResult:
+            if params.uri != AGENT_VIEW_URI:
+                raise MCPError(mcp_types.INVALID_PARAMS, f"unknown resource {params.uri!r}")
+            if self.view is None:
+                raise MCPError(mcp_types.INTERNAL_ERROR, "no config applied yet")
+            self._revisions[self._track(ctx)] = self.view.revision
+            text = json.dumps(self.view.to_json())
+            contents = mcp_types.TextResourceContents(
+                uri=AGENT_VIEW_URI, mimeType="application/json", text=text
+            )
+            return mcp_types.ReadResourceResult(contents=[contents])
+
         return _HubServer(
             "jackfield-hub",
             version=__version__,
@@ -221,6 +306,8 @@ class ToolHub:
             on_call_tool=call_tool,
             on_list_prompts=list_prompts,
             on_get_prompt=get_prompt,
+            on_list_resources=list_resources,
+            on_read_resource=read_resource,
             on_subscriptions_listen=self._listen,
         )
 
@@ -253,6 +340,7 @@ class ToolHub:
         self._holders[key] -= 1
         if self._holders[key] <= 0:
             del self._holders[key]
+            self._revisions.pop(key, None)
             self._spawn(self.manager.close_session(key))
 
     # --- announcements ----------------------------------------------------------------------------
@@ -278,14 +366,55 @@ class ToolHub:
             self._announce(tools=True, prompts=False)
 
     def _refresh_instructions(self) -> None:
+        """Rebuild the agent view; announce `prompts` when it changed (jobs refetch both)."""
         if self.snapshot is None:
             return
-        ready = {n for n, state in self.manager.states().items() if state in ("Ready", "Degraded")}
-        text = instructions.compose(self.snapshot, ready)
-        if text != self.instructions:
-            self.instructions = text
-            self.instructions_revision = instructions.revision(text)
+        ready = {n for n, state in self.manager.states().items() if state in SERVING_STATES}
+        now = asyncio.get_running_loop().time()
+        view = agent_view(self.snapshot, ready, realtime=not self.cooldown.active(now))
+        if self.view is None or view.revision != self.view.revision:
+            self.view = view
+            self.instructions = view.instructions
+            self.instructions_revision = view.instructions_revision
             self._announce(tools=False, prompts=True)
+
+    # --- what jobs report -------------------------------------------------------------------------
+
+    def _on_agent_event(self, session: str, event: dict[str, Any]) -> None:
+        if event["event"] == "update_rejected":
+            self.rejected_updates += 1
+            self.last_rejected_update = str(event.get("message") or "")[:300]
+            if session in self._revisions:
+                self._revisions[session] = f"rejected:{self._revisions[session]}"
+            return
+        if event["event"] != "fallback":
+            log.debug("ignored agent event %r from %s", event["event"], session)
+            return
+        reason = str(event.get("reason") or "unknown")[:64]
+        self.fallbacks[reason] += 1
+        log.warning("session %s moved to the fallback pipeline: %s", session, reason)
+        if not event.get("realtime_failed"):
+            return
+        loop = asyncio.get_running_loop()
+        if self.cooldown.failed(loop.time()):
+            log.warning(
+                "realtime failed %d times in %.0f s: new sessions start on the fallback for %.0f s",
+                self.cooldown.failures, self.cooldown.window, self.cooldown.cooldown,
+            )  # fmt: skip
+            if self._cooldown_timer is not None:
+                self._cooldown_timer.cancel()
+            self._cooldown_timer = loop.call_later(
+                self.cooldown.cooldown + 0.01, self._refresh_instructions
+            )
+            self._refresh_instructions()
+
+    def agent_sessions_by_revision(self) -> dict[str, int]:
+        """Open agent jobs per agent view revision they were built from."""
+        counts: Counter[str] = Counter()
+        for key in set(self._connections.values()):
+            if key.startswith("job-"):
+                counts[self._revisions.get(key, "unknown")] += 1
+        return dict(counts)
 
     def _announce(self, *, tools: bool, prompts: bool) -> None:
         self.announcements += 1
@@ -343,8 +472,8 @@ class ToolHub:
         sock.bind((self.host, self.port))
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
-            _bearer(self.token, app), log_level="warning", lifespan="on", access_log=False,
-            timeout_graceful_shutdown=2,
+            _bearer(self.token, app, self._on_agent_event), log_level="warning", lifespan="on",
+            access_log=False, timeout_graceful_shutdown=2,
         )  # fmt: skip
         self._uvicorn = _QuietServer(config)
         self._task = asyncio.create_task(self._uvicorn.serve(sockets=[sock]), name="hub")
@@ -362,6 +491,8 @@ class ToolHub:
 
     async def stop(self) -> None:
         self.serving = False
+        if self._cooldown_timer is not None:
+            self._cooldown_timer.cancel()
         self._listen.close()  # listen streams end gracefully rather than hold up the shutdown
         if self._uvicorn is not None and self._task is not None:
             self._uvicorn.should_exit = True

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TypeVar
 
 from prometheus_client import (
@@ -95,10 +95,53 @@ class _ServerCollector:
         )
 
 
+WORKER_STATES = ("Starting", "Connecting", "Registered", "Unregistered", "Draining", "Failed",
+                 "Stopped")  # fmt: skip
+
+
+class _AgentCollector:
+    """The LiveKit worker's state and the fallbacks its jobs reported, at scrape time."""
+
+    def __init__(self, agent: Callable[[], tuple[str | None, Mapping[str, int]]]) -> None:
+        self._agent = agent
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families()
+
+    def collect(self) -> Iterable[Metric]:
+        state, fallbacks = self._families()
+        current, counts = self._agent()
+        if current is not None:
+            for candidate in WORKER_STATES:
+                state.add_metric([candidate], 1.0 if current == candidate else 0.0)
+        for reason, count in sorted(counts.items()):
+            fallbacks.add_metric([reason], float(count))
+        return [state, fallbacks]
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, CounterMetricFamily]:
+        return (
+            GaugeMetricFamily(
+                "jackfield_agent_worker_state",
+                "1 for the LiveKit worker's current state, 0 for the others (absent: no worker).",
+                labels=["state"],
+            ),
+            CounterMetricFamily(
+                "jackfield_agent_fallbacks",
+                "Agent sessions that moved to the fallback pipeline, by reason.",
+                labels=["reason"],
+            ),
+        )
+
+
 class Metrics:
     """Every jackfield metric. Thread-safe; cheap enough to call on every tool call."""
 
-    def __init__(self, servers: Callable[[], Sequence[ServerStatus]] = lambda: ()) -> None:
+    def __init__(
+        self,
+        servers: Callable[[], Sequence[ServerStatus]] = lambda: (),
+        agent: Callable[[], tuple[str | None, Mapping[str, int]]] = lambda: (None, {}),
+    ) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self._reload_ok = Gauge(
@@ -155,6 +198,7 @@ class Metrics:
             "jackfield_agent_sessions", "Live agent sessions (rooms).", registry=r
         )
         r.register(_ServerCollector(servers))
+        r.register(_AgentCollector(agent))
         ProcessCollector(namespace="jackfield", registry=r)
         self._lock = threading.Lock()
         self._by_server: dict[str, set[tuple[_Labelled, tuple[str, ...]]]] = {}

@@ -25,7 +25,10 @@ _WS_URL = re.compile(r"^wss?://[^\s/]+", re.IGNORECASE)
 
 
 class FieldError(ValueError):
-    """A rule about a whole object that is best shown at one of its fields."""
+    """A rule about a whole object that is best shown at one of its fields.
+
+    `field` is a YAML key of the object, or a dotted path of keys below it (`fallback.mode`).
+    """
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
@@ -94,12 +97,47 @@ class TurnSpec(_Model):
     max_endpointing_delay: float = Field(
         6.0, ge=0, le=60, description="Seconds of silence after which the turn always ends."
     )
+    detection: Literal["serverVad", "semanticVad"] = Field(
+        "serverVad",
+        description="realtime only: how the Realtime API ends the turn. serverVad: after"
+        " minEndpointingDelay of silence. semanticVad: when its model judges the user done.",
+    )
+    eagerness: Literal["auto", "low", "medium", "high"] = Field(
+        "auto",
+        description="semanticVad only: how soon the model answers; low waits longest (at most"
+        " 8 s), high least (2 s); auto is medium (4 s).",
+    )
 
     @model_validator(mode="after")
     def _delays_ordered(self) -> TurnSpec:
         if self.min_endpointing_delay > self.max_endpointing_delay:
             raise FieldError(
                 "minEndpointingDelay", "minEndpointingDelay must not exceed maxEndpointingDelay"
+            )
+        return self
+
+
+class DispatchSpec(_Model):
+    """Which LiveKit rooms get this agent."""
+
+    mode: Literal["automatic", "explicit"] = Field(
+        "automatic",
+        description="automatic: LiveKit dispatches the agent to every new room. explicit: only"
+        " to rooms whose dispatch names it (AgentDispatch API, SIP dispatch rule, token).",
+    )
+    agent_name: str | None = Field(
+        None,
+        min_length=1,
+        description="explicit only: the name dispatches use; default metadata.name.",
+    )
+
+    @model_validator(mode="after")
+    def _name_needs_explicit(self) -> DispatchSpec:
+        if self.mode == "automatic" and self.agent_name is not None:
+            raise FieldError(
+                "agentName",
+                "agentName applies to dispatch mode: explicit only (automatic dispatch"
+                " sends the agent to every new room, by no name)",
             )
         return self
 
@@ -113,13 +151,28 @@ class AgentSpec(_Model):
     )
     llm: LLMSpec = Field(default_factory=LLMSpec, description="The model.")
     fallback: LLMSpec | None = Field(
-        None, description="Used when the main model cannot start (e.g. realtime unavailable)."
+        None,
+        description="llm.mode realtime only: the pipeline (mode: pipeline) used when realtime"
+        " cannot start or fails.",
     )
     turn: TurnSpec = Field(default_factory=TurnSpec, description="Turn-taking.")
     servers: list[Glob] = Field(
         default_factory=lambda: ["*"],
         description="Glob selectors on MCPServer names whose tools the agent gets.",
     )
+    dispatch: DispatchSpec = Field(
+        default_factory=DispatchSpec, description="How LiveKit sends the agent to rooms."
+    )
+
+    @model_validator(mode="after")
+    def _fallback_is_a_pipeline(self) -> AgentSpec:
+        if self.fallback is not None and self.fallback.mode != "pipeline":
+            raise FieldError(
+                "fallback.mode",
+                "fallback.mode must be pipeline: the fallback is the STT -> LLM -> TTS"
+                " pipeline used when realtime cannot start or fails",
+            )
+        return self
 
 
 class AgentDocument(_Model):

@@ -1,0 +1,93 @@
+"""What an agent job sees: one view per applied snapshot and catalog state. Pure.
+
+A LiveKit job runs in a process of its own and reads no config file: it takes the Agent spec,
+the effective instructions and the revision from the hub (the MCP resource `jackfield://agent`),
+and the tools from `tools/list`. A broken file therefore never reaches a job: the view is built
+only from an applied snapshot.
+
+Also here: the realtime cool-down, shared by every job of a worker. After repeated realtime
+failures the view tells new jobs to start on the fallback pipeline directly, for a while,
+instead of failing every call first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from typing import Any
+
+from jackfield.core import instructions
+from jackfield.core.desired import Snapshot, canonical, sha256
+
+AGENT_VIEW_URI = "jackfield://agent"
+"""The hub's MCP resource holding the agent view (JSON)."""
+PROMPT_NAME = "agent-instructions"
+"""The hub's MCP prompt holding the effective instructions (for any MCP client)."""
+SESSION_HEADER = "x-jackfield-session"
+"""Sent by jackfield's own agent: `job-<LiveKit job id>`, for the audit trail and session scope."""
+EVENTS_PATH = "/agent/events"
+"""Where a job reports what the hub cannot see (a fallback to the pipeline)."""
+SERVING_STATES = frozenset({"Ready", "Degraded"})
+"""Server states whose tools are offered and whose `prompt` joins the instructions."""
+
+
+@dataclass(frozen=True)
+class AgentView:
+    name: str
+    spec: dict[str, Any]
+    """The Agent spec as JSON (camelCase keys, defaults filled in)."""
+    instructions: str
+    instructions_revision: str
+    realtime: bool
+    """False while the realtime cool-down is on: new sessions start on the fallback."""
+
+    @property
+    def revision(self) -> str:
+        """Moves when anything a new session is built from changes (not the tools)."""
+        return sha256(canonical([self.name, self.spec, self.instructions, self.realtime]))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "revision": self.revision,
+            "spec": self.spec,
+            "instructions": self.instructions,
+            "instructions_revision": self.instructions_revision,
+            "realtime": self.realtime,
+        }
+
+
+def agent_view(snapshot: Snapshot, ready: Collection[str], *, realtime: bool = True) -> AgentView:
+    agent = snapshot.agent.document
+    text = instructions.compose(snapshot, ready)
+    return AgentView(
+        name=agent.metadata.name,
+        spec=agent.spec.model_dump(mode="json", by_alias=True),
+        instructions=text,
+        instructions_revision=instructions.revision(text),
+        realtime=realtime,
+    )
+
+
+@dataclass
+class RealtimeCooldown:
+    """After `failures` realtime failures within `window` seconds, skip realtime for `cooldown`
+    seconds. Times are monotonic seconds passed in by the caller."""
+
+    failures: int = 3
+    window: float = 300.0
+    cooldown: float = 300.0
+    _recent: list[float] = field(default_factory=list)
+    until: float | None = None
+
+    def failed(self, now: float) -> bool:
+        """Record one failure; True when this one starts a cool-down."""
+        self._recent = [t for t in self._recent if now - t < self.window] + [now]
+        if len(self._recent) >= self.failures and not self.active(now):
+            self.until = now + self.cooldown
+            self._recent = []
+            return True
+        return False
+
+    def active(self, now: float) -> bool:
+        return self.until is not None and now < self.until

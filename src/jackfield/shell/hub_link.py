@@ -1,0 +1,242 @@
+"""A job's connection to the hub, kept alive by one owner task.
+
+The hub is the job's only door to the tools, the instructions and the agent view. It may go
+away (a controller restart, a crash) while a caller is on the line, so the link reconnects with
+backoff and jitter, and every failure reaches the caller as one speakable sentence rather than a
+crashed job. While the hub is unreachable, calls fail at once with that sentence; when it is
+back, `changed` is set so the agent refetches its tools and instructions.
+
+The MCP client context is entered and left only in the owner task (STYLE.md habit 4); calls
+from tool functions only use the connected client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import mcp_types
+from mcp import Client
+from mcp.client.session import IncomingMessage
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+
+from jackfield import __version__
+from jackfield.core.agent_view import AGENT_VIEW_URI, EVENTS_PATH, SESSION_HEADER
+
+log = logging.getLogger(__name__)
+
+PING_EVERY = 2.0
+"""Seconds between liveness pings while connected: how soon a vanished hub is noticed."""
+PING_TIMEOUT = 3.0
+BACKOFF_FIRST = 0.2
+BACKOFF_MAX = 5.0
+CLOSE_TIMEOUT = 3.0
+UNREACHABLE = "I can't reach my tools right now. Please try again in a moment."
+
+
+def _describe(e: BaseException) -> str:
+    while isinstance(e, BaseExceptionGroup) and e.exceptions:
+        e = e.exceptions[0]
+    return f"{type(e).__name__}: {e}"
+
+
+class HubUnavailable(Exception):
+    """The hub cannot be reached now; the message is speakable."""
+
+    def __init__(self, message: str = UNREACHABLE) -> None:
+        super().__init__(message)
+
+
+class HubLink:
+    """One agent session's connection to the hub (identified by `session_id`)."""
+
+    def __init__(self, url: str, token: str, *, session_id: str) -> None:
+        self.url = url
+        self.token = token
+        self.session_id = session_id
+        self.changed = asyncio.Event()
+        """Set on every announcement and on every (re)connect: refetch what the agent shows."""
+        self.up = asyncio.Event()
+        self.in_flight = 0
+        self.call_finished: Callable[[], None] = lambda: None
+        self.connects = 0
+        self.last_error: str | None = None
+        self._client: Client | None = None
+        self._broken = asyncio.Event()
+        self._was_up = False
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}", SESSION_HEADER: self.session_id}
+
+    # --- the owner task -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Connect, stay connected, reconnect; until cancelled."""
+        delay = BACKOFF_FIRST
+        while True:
+            try:
+                async with self._connected():
+                    delay = BACKOFF_FIRST
+                    await self._watch()
+            except asyncio.CancelledError as e:
+                # the transport's task group cancels its host when the hub vanishes; only a
+                # cancellation of this task itself ends the link
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise
+                self.last_error = f"the hub connection was torn down ({e!r})"
+            except Exception as e:
+                self.last_error = _describe(e)
+                log.debug("hub link %s: %s", self.session_id, self.last_error)
+            if self._was_up:
+                self._was_up = False
+                log.warning("lost the hub (%s); reconnecting", self.last_error)
+            await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+            delay = min(delay * 2, BACKOFF_MAX)
+
+    @contextlib.asynccontextmanager
+    async def _connected(self) -> AsyncIterator[None]:
+        http = create_mcp_http_client(headers=self.headers)
+        stack = contextlib.AsyncExitStack()
+        try:
+            await stack.enter_async_context(http)
+            client = await stack.enter_async_context(
+                Client(
+                    streamable_http_client(self.url, http_client=http),
+                    mode="legacy",
+                    cache=None,
+                    message_handler=self._on_message,
+                    client_info=mcp_types.Implementation(
+                        name="jackfield-agent", version=__version__
+                    ),
+                )
+            )
+            self._client = client
+            self._broken.clear()
+            self.connects += 1
+            self._was_up = True
+            self.up.set()
+            self.changed.set()
+            yield
+        finally:
+            self._client = None
+            self.up.clear()
+            # a vanished hub can leave the transport's shutdown waiting on a dead socket
+            with contextlib.suppress(Exception, TimeoutError):
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await stack.aclose()
+
+    async def _watch(self) -> None:
+        """Return when the connection is broken: a failed ping or a failed call says so."""
+        while not self._broken.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(PING_EVERY):
+                    await self._broken.wait()
+                    return
+            try:
+                async with asyncio.timeout(PING_TIMEOUT):
+                    await self.client.list_prompts()  # cheap; `ping` is gone in 2026-07-28
+            except Exception as e:
+                self.last_error = f"ping failed: {type(e).__name__}: {e}"
+                return
+
+    async def _on_message(self, message: IncomingMessage) -> None:
+        if isinstance(
+            message,
+            mcp_types.ToolListChangedNotification | mcp_types.PromptListChangedNotification,
+        ):
+            self.changed.set()
+
+    # --- what the agent uses --------------------------------------------------------------------
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            raise HubUnavailable()
+        return self._client
+
+    def _lost(self, e: BaseException) -> HubUnavailable:
+        self.last_error = _describe(e)
+        self._broken.set()
+        return HubUnavailable()
+
+    async def wait_up(self, timeout: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self.up.wait()
+        return self.up.is_set()
+
+    async def view(self) -> dict[str, Any]:
+        """The agent view (spec, instructions, revision), as the hub serves it.
+
+        Raises:
+            HubUnavailable: not connected, or the connection broke.
+        """
+        try:
+            result = await self.client.read_resource(AGENT_VIEW_URI)
+        except HubUnavailable:
+            raise
+        except Exception as e:
+            raise self._lost(e) from e
+        content = result.contents[0] if result.contents else None
+        if not isinstance(content, mcp_types.TextResourceContents):
+            raise HubUnavailable("The hub sent no agent view.")
+        view: dict[str, Any] = json.loads(content.text)
+        return view
+
+    async def tools(self) -> list[mcp_types.Tool]:
+        try:
+            return (await self.client.list_tools()).tools
+        except HubUnavailable:
+            raise
+        except Exception as e:
+            raise self._lost(e) from e
+
+    async def call(self, name: str, arguments: dict[str, Any]) -> mcp_types.CallToolResult:
+        """Forward one tool call; the hub answers every failure with a result.
+
+        Raises:
+            HubUnavailable: the hub is not reachable (before or during the call).
+        """
+        self.in_flight += 1
+        try:
+            return await self.client.call_tool(name, arguments)
+        except HubUnavailable:
+            raise
+        except Exception as e:
+            raise self._lost(e) from e
+        finally:
+            self.in_flight -= 1
+            self.call_finished()
+
+    async def report(self, event: dict[str, Any]) -> None:
+        """Tell the hub what only the job knows (a fallback); best effort."""
+        url = self.url.rsplit("/", 1)[0] + EVENTS_PATH
+        try:
+            async with create_mcp_http_client(headers=self.headers) as http:
+                await http.post(url, json=event, timeout=5.0)
+        except Exception as e:
+            log.warning("could not report %s to the hub: %s", event.get("event"), e)
+
+
+@contextlib.asynccontextmanager
+async def linked(
+    url: str, token: str, *, session_id: str, wait: float = 10.0
+) -> AsyncIterator[HubLink]:
+    """A running link, connected (or HubUnavailable after `wait` seconds), closed on exit."""
+    link = HubLink(url, token, session_id=session_id)
+    owner = asyncio.create_task(link.run(), name="hub-link")
+    try:
+        if not await link.wait_up(wait):
+            raise HubUnavailable(f"the hub at {url} did not answer: {link.last_error}")
+        yield link
+    finally:
+        owner.cancel()
+        await asyncio.gather(owner, return_exceptions=True)

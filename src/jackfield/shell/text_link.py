@@ -1,0 +1,177 @@
+"""Typed turns into a real LiveKit job process: the link between a text console and a job.
+
+A LiveKit job runs in a process of its own, in a room; without a LiveKit server (the console,
+the tests) nobody is in that room to talk to it. `TextLink` is a small JSON-lines server on
+127.0.0.1 that the job connects back to (its address and a token travel in the job's config):
+the console sends `{"user": text}`, the job runs that turn on its real session and answers with
+what happened (`{"tool": ...}`, `{"agent": text}`, then `{"turn_done": true}`), plus
+`{"ready": ...}` when a session starts and `{"fallback": reason}` when it moves to the pipeline.
+When the console closes the link, the job ends, as a call ends when the caller hangs up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+MAX_LINE = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TextLinkAddress:
+    host: str
+    port: int
+    token: str
+
+    def __repr__(self) -> str:  # the token stays out of logs and tracebacks
+        return f"TextLinkAddress({self.host}:{self.port})"
+
+
+class JobChannel:
+    """The job's end: turns in, events out."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+
+    @classmethod
+    async def open(cls, address: TextLinkAddress, *, job: str) -> JobChannel:
+        reader, writer = await asyncio.open_connection(address.host, address.port, limit=MAX_LINE)
+        channel = cls(reader, writer)
+        channel.send({"hello": address.token, "job": job})
+        return channel
+
+    def send(self, message: dict[str, Any]) -> None:
+        if not self._writer.is_closing():
+            self._writer.write(json.dumps(message).encode() + b"\n")
+
+    async def turns(self) -> AsyncIterator[str]:
+        while line := await self._reader.readline():
+            with contextlib.suppress(ValueError):
+                message = json.loads(line)
+                if isinstance(message, dict) and isinstance(message.get("user"), str):
+                    yield message["user"]
+
+    async def aclose(self) -> None:
+        self._writer.close()
+        with contextlib.suppress(Exception):
+            await self._writer.wait_closed()
+
+
+class ConsoleEnd:
+    """The console's end of one job's link."""
+
+    def __init__(
+        self, job: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.job = job
+        self._reader = reader
+        self._writer = writer
+        self.events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self._pump = asyncio.create_task(self._read(), name=f"text-link-{job}")
+
+    async def _read(self) -> None:
+        try:
+            while line := await self._reader.readline():
+                with contextlib.suppress(ValueError):
+                    message = json.loads(line)
+                    if isinstance(message, dict):
+                        await self.events.put(message)
+        finally:
+            await self.events.put(None)
+
+    async def next(self, timeout: float | None = None) -> dict[str, Any] | None:
+        """The job's next message; None when the job has gone."""
+        async with asyncio.timeout(timeout):
+            return await self.events.get()
+
+    async def until(self, key: str, timeout: float | None = None) -> dict[str, Any]:
+        """Skip to the next message carrying `key`.
+
+        Raises:
+            ConnectionError: the job went away first.
+        """
+        while True:
+            message = await self.next(timeout)
+            if message is None:
+                raise ConnectionError(f"job {self.job} left before sending {key!r}")
+            if key in message:
+                return message
+
+    async def turn(self, text: str, timeout: float | None = None) -> list[dict[str, Any]]:
+        """Send one user turn; the job's messages up to the end of that turn."""
+        self._writer.write(json.dumps({"user": text}).encode() + b"\n")
+        await self._writer.drain()
+        seen: list[dict[str, Any]] = []
+        while True:
+            message = await self.next(timeout)
+            if message is None:
+                raise ConnectionError(f"job {self.job} left during the turn {text!r}")
+            seen.append(message)
+            if "turn_done" in message:
+                return seen
+
+    async def aclose(self) -> None:
+        """Hang up: the job ends."""
+        self._writer.close()
+        with contextlib.suppress(Exception):
+            await self._writer.wait_closed()
+        await asyncio.gather(self._pump, return_exceptions=True)
+
+
+class TextLink:
+    """The console's server: jobs connect to it; each connection is one job's `ConsoleEnd`."""
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.token = secrets.token_urlsafe(24)
+        self.jobs: asyncio.Queue[ConsoleEnd] = asyncio.Queue()
+        self._server: asyncio.Server | None = None
+        self._ends: list[ConsoleEnd] = []
+
+    @property
+    def address(self) -> TextLinkAddress:
+        assert self._server is not None, "start() first"
+        port = self._server.sockets[0].getsockname()[1]
+        return TextLinkAddress(self.host, int(port), self.token)
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, self.host, 0, limit=MAX_LINE)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(10):
+                hello = json.loads(await reader.readline())
+            token = str(hello.get("hello", ""))
+            if not hmac.compare_digest(token.encode(), self.token.encode()):
+                raise PermissionError("wrong token")
+        except Exception:
+            writer.close()
+            return
+        end = ConsoleEnd(str(hello.get("job", "?")), reader, writer)
+        self._ends.append(end)
+        await self.jobs.put(end)
+
+    async def next_job(self, timeout: float | None = None) -> ConsoleEnd:
+        async with asyncio.timeout(timeout):
+            return await self.jobs.get()
+
+    async def aclose(self) -> None:
+        for end in self._ends:
+            await end.aclose()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def __aenter__(self) -> TextLink:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
