@@ -61,7 +61,7 @@ async def pipeline_stack(config_dir: Path) -> AsyncIterator[Stack]:
 
 
 async def test_job_live_greets_calls_a_tool_and_follows_an_added_server_and_a_prompt_edit(
-    pipeline_stack: Stack, openai: OpenAIStub
+    pipeline_stack: Stack, openai: OpenAIStub, caplog: pytest.LogCaptureFixture
 ) -> None:
     stack = pipeline_stack
     calls: list[CallEvent] = []
@@ -102,6 +102,10 @@ async def test_job_live_greets_calls_a_tool_and_follows_an_added_server_and_a_pr
         assert said(turn) == ["You said: hello"]
         assert "Answer in one short sentence." in system_text(openai.requests[-1])
         assert openai.speech, "the pipeline spoke through the TTS stub"
+    # the job process forwards its log records to the worker; none says an import stalled it
+    stalls = [r.getMessage() for r in caplog.records if "blocked for" in r.getMessage()]
+    assert not [m for m in stalls if "importing" in m], stalls
+    assert any(r.name.startswith("livekit.agents") for r in caplog.records), "job logs seen"
 
 
 async def test_job_live_starts_on_the_last_good_snapshot_while_a_file_is_broken(
