@@ -27,7 +27,7 @@ class Turn:
     said: str
 
 
-class ScriptedLLM(llm.LLM):
+class ScriptedLLM(llm.LLM[Any]):
     def __init__(self) -> None:
         super().__init__()
         self.turns: list[Turn] = []

@@ -40,14 +40,14 @@ from aiohttp import web
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
+from tests.stub_server import StubServer
+
 NAME_RULE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 """What OpenAI accepts as a function name."""
 
 
-@dataclass
-class OpenAIStub:
-    host: str = "127.0.0.1"
-    port: int = 0
+@dataclass(kw_only=True)
+class OpenAIStub(StubServer):
     requests: list[dict[str, Any]] = field(default_factory=list)
     tools_seen: dict[str, Any] = field(default_factory=dict)
     """Every tool name that reached the stub -> the last `parameters` sent for it."""
@@ -60,34 +60,13 @@ class OpenAIStub:
     """What the next `/audio/transcriptions` requests hear, first in first out; then ""."""
     transcription_requests: list[dict[str, Any]] = field(default_factory=list)
     """Every `/audio/transcriptions` form, the file as `file_name`, `file_type`, `file_bytes`."""
-    _runner: web.AppRunner | None = None
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}/v1"
-
-    async def start(self) -> None:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self._completions)
         app.router.add_get("/v1/models", self._models)
         app.router.add_post("/v1/audio/speech", self._speech)
         app.router.add_post("/v1/audio/transcriptions", self._transcriptions)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self.host, self.port).start()
-        self.port = self._runner.addresses[0][1]
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def __aenter__(self) -> OpenAIStub:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     # --- what was seen ----------------------------------------------------------------------------
 

@@ -50,6 +50,8 @@ from typing import Any, Literal
 
 from aiohttp import WSMsgType, web
 
+from tests.stub_server import StubServer
+
 Refusal = Literal["http", "fatal"]
 
 GREETING = "Hello from the realtime stub."
@@ -77,10 +79,8 @@ class _Connection:
         return str(self.items[index - 1]["id"]) if index > 0 else None
 
 
-@dataclass
-class RealtimeStub:
-    host: str = "127.0.0.1"
-    port: int = 0
+@dataclass(kw_only=True)
+class RealtimeStub(StubServer):
     refuse: Refusal | None = None
     """How new connections are refused (settable at any time); None accepts them."""
     refuse_status: int = 403
@@ -97,34 +97,15 @@ class RealtimeStub:
     """Websocket handshakes accepted (a `refuse="fatal"` connection counts; "http" does not)."""
     _live: set[_Connection] = field(default_factory=set)
     _received: asyncio.Condition = field(default_factory=asyncio.Condition)
-    _runner: web.AppRunner | None = None
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
-    @property
-    def base_url(self) -> str:
-        """The HTTP base URL to pass as `base_url=` (or OPENAI_BASE_URL)."""
-        return f"http://{self.host}:{self.port}/v1"
-
-    async def start(self) -> None:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_get("/v1/realtime", self._realtime)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self.host, self.port).start()
-        self.port = self._runner.addresses[0][1]
 
     async def stop(self) -> None:
         for conn in list(self._live):
             await conn.ws.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def __aenter__(self) -> RealtimeStub:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
+        await super().stop()
 
     async def fail_now(self, refuse_after: Refusal | None = "http") -> None:
         """Drop every live connection abruptly (no close frame); refuse reconnects as given."""

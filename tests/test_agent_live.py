@@ -7,6 +7,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from livekit.agents import AgentSession
@@ -29,7 +30,7 @@ async def stack(config_dir: Path) -> AsyncIterator[Stack]:
         yield stack
 
 
-async def turn(session: AgentSession, llm: ScriptedLLM, text: str) -> str:
+async def turn(session: AgentSession[Any], llm: ScriptedLLM, text: str) -> str:
     await session.run(user_input=text)
     return llm.last.said
 
@@ -86,7 +87,8 @@ async def test_agent_live_follows_adds_filter_edits_prompt_changes_and_removals(
             "spec: {text: Answer in one short sentence.}\n",
         )
         await until(
-            lambda: "Answer in one short sentence." in agent.instructions, what="prompt applied"
+            lambda: "Answer in one short sentence." in str(agent.instructions),
+            what="prompt applied",
         )
         await turn(session, llm, "hi")
         assert "Answer in one short sentence." in llm.last.instructions

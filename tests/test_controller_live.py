@@ -7,12 +7,13 @@ import os
 import shutil
 from pathlib import Path
 
+from jackfield.reconciler import Reconciler
 from tests.config_support import AGENT, server_yaml, write
 from tests.controller_support import running, settled, until
 
 
-def ready(reconciler) -> str:  # type: ignore[no-untyped-def]
-    return next(c.status for c in reconciler.status.conditions if c.type == "Ready")
+def ready(reconciler: Reconciler) -> str:
+    return next(str(c.status) for c in reconciler.status.conditions if c.type == "Ready")
 
 
 def stalled(reconciler) -> str | None:  # type: ignore[no-untyped-def]

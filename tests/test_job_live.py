@@ -4,6 +4,7 @@ talking to local stubs of the chat, TTS, STT and Realtime services."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -53,10 +54,29 @@ async def openai() -> AsyncIterator[OpenAIStub]:
         yield stub
 
 
+@contextlib.asynccontextmanager
+async def agent_stack(config_dir: Path, agent_yaml: str) -> AsyncIterator[Stack]:
+    (config_dir / "agent.yaml").write_text(agent_yaml)
+    async with echo_stack(config_dir) as stack:
+        yield stack
+
+
+@contextlib.asynccontextmanager
+async def hub_back(stack: Stack, port: int) -> AsyncIterator[ToolHub]:
+    """The hub again, on the same port with the same token (a controller restart)."""
+    hub = ToolHub(stack.manager, host="127.0.0.1", port=port, token=TOKEN)
+    assert stack.reconciler.snapshot is not None
+    hub.set_snapshot(stack.reconciler.snapshot)
+    await hub.start()
+    try:
+        yield hub
+    finally:
+        await hub.stop()
+
+
 @pytest.fixture
 async def pipeline_stack(config_dir: Path) -> AsyncIterator[Stack]:
-    (config_dir / "agent.yaml").write_text(PIPELINE_AGENT)
-    async with echo_stack(config_dir) as stack:
+    async with agent_stack(config_dir, PIPELINE_AGENT) as stack:
         yield stack
 
 
@@ -140,22 +160,15 @@ async def test_job_live_survives_a_hub_restart_with_one_speakable_error(
         assert call["is_error"] and call["output"] == UNREACHABLE
         assert turn[-1]["error"] is None, "the turn itself did not fail"
 
-        hub = ToolHub(stack.manager, host="127.0.0.1", port=port, token=TOKEN)
-        assert stack.reconciler.snapshot is not None
-        hub.set_snapshot(stack.reconciler.snapshot)
-        await hub.start()
-        try:
+        async with hub_back(stack, port):
             await next_update(end, having="echo_echo")  # reconnected and refetched
             turn = await end.turn('call echo_echo {"text": "after"}', timeout=TURN)
             assert said(turn) == ["The tool said: after"]
-        finally:
-            await hub.stop()
 
 
 @pytest.fixture
 async def realtime_stack(config_dir: Path) -> AsyncIterator[Stack]:
-    (config_dir / "agent.yaml").write_text(REALTIME_AGENT)
-    async with echo_stack(config_dir) as stack:
+    async with agent_stack(config_dir, REALTIME_AGENT) as stack:
         yield stack
 
 
@@ -222,17 +235,11 @@ async def test_job_live_starts_without_tools_while_the_hub_is_down_then_gets_the
         assert NO_HUB_INSTRUCTIONS in system_text(openai.requests[-1])
         assert tools_in(openai.requests[-1]) == set()
 
-        hub = ToolHub(stack.manager, host="127.0.0.1", port=port, token=TOKEN)
-        assert stack.reconciler.snapshot is not None
-        hub.set_snapshot(stack.reconciler.snapshot)
-        await hub.start()
-        try:
+        async with hub_back(stack, port):
             await next_update(end, having="echo_echo")
             turn = await end.turn('call echo_echo {"text": "back"}', timeout=TURN)
             assert said(turn) == ["The tool said: back"]
             assert "You are a test agent." in system_text(openai.requests[-1])
-        finally:
-            await hub.stop()
 
 
 async def test_job_live_skips_realtime_during_the_cooldown_after_repeated_failures(

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jackfield.commands._common import ConfigInvalid, add_dir_argument, config_dir, load, shown_path
+from jackfield.core.status import SERVING_STATES
 from jackfield.core.connection import resolve
 from jackfield.settings import environment
 
@@ -155,7 +156,7 @@ async def _test(name: str, spec: MCPServerSpec, call: str | None, arguments: dic
             (e for e in manager.catalog.entries.values() if e.server == name),
             key=lambda e: e.name,
         )
-        if supervisor.state not in ("Ready", "Degraded"):
+        if supervisor.state not in SERVING_STATES:
             _report_failure(supervisor, seconds)
             return 1
         _report_ready(supervisor, seconds, entries)

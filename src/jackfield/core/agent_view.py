@@ -12,12 +12,14 @@ instead of failing every call first.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from jackfield.core import instructions
+from jackfield.core.catalog import Entry
 from jackfield.core.desired import Snapshot, canonical, sha256
+from jackfield.core.status import SERVING_STATES
 
 AGENT_VIEW_URI = "jackfield://agent"
 """The hub's MCP resource holding the agent view (JSON)."""
@@ -27,8 +29,7 @@ SESSION_HEADER = "x-jackfield-session"
 """Sent by jackfield's own agent: `job-<LiveKit job id>`, for the audit trail and session scope."""
 EVENTS_PATH = "/agent/events"
 """Where a job reports what the hub cannot see (a fallback to the pipeline)."""
-SERVING_STATES = frozenset({"Ready", "Degraded"})
-"""Server states whose tools are offered and whose `prompt` joins the instructions."""
+__all__ = ["SERVING_STATES", "AgentView", "RealtimeCooldown", "agent_view"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,8 @@ class AgentView:
     instructions_revision: str
     realtime: bool
     """False while the realtime cool-down is on: new sessions start on the fallback."""
+    tools: tuple[Entry, ...] = ()
+    """The catalog entries of the servers the agent selects, by name: what `tools/list` says."""
 
     @property
     def revision(self) -> str:
@@ -57,15 +60,29 @@ class AgentView:
         }
 
 
-def agent_view(snapshot: Snapshot, ready: Collection[str], *, realtime: bool = True) -> AgentView:
+def agent_view(
+    snapshot: Snapshot,
+    ready: Collection[str],
+    entries: Iterable[Entry] = (),
+    *,
+    realtime: bool = True,
+) -> AgentView:
+    """The view of one applied snapshot and catalog state: `ready` names the servers that
+    serve (their `prompt` joins the instructions), `entries` is the whole catalog."""
     agent = snapshot.agent.document
     text = instructions.compose(snapshot, ready)
+    globs = agent.spec.servers
     return AgentView(
         name=agent.metadata.name,
         spec=agent.spec.model_dump(mode="json", by_alias=True),
         instructions=text,
         instructions_revision=instructions.revision(text),
         realtime=realtime,
+        tools=tuple(
+            sorted(
+                (e for e in entries if instructions.selects(globs, e.server)), key=lambda e: e.name
+            )
+        ),  # fmt: skip
     )
 
 

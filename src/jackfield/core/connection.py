@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from jackfield.core.desired import canonical, sha256
 from jackfield.core.expansion import Secret, expand, references
 from jackfield.spec.models import MCPServerSpec
 
@@ -45,18 +44,6 @@ class Connection:
     connect_timeout: float
     secrets: frozenset[str] = field(repr=False)
     """Values that came from the environment, to redact from anything shown."""
-
-
-def connection_view(spec: MCPServerSpec) -> dict[str, object]:
-    """The connection-relevant part of a spec, unexpanded (safe to hash and store)."""
-    dumped = spec.model_dump(mode="json")
-    view: dict[str, object] = {f: dumped[f] for f in CONNECTION_FIELDS if "." not in f}
-    view["timeouts.connect"] = spec.timeouts.connect
-    return view
-
-
-def connection_hash(spec: MCPServerSpec) -> str:
-    return sha256(canonical(connection_view(spec)))
 
 
 def resolve(spec: MCPServerSpec, env: Mapping[str, str]) -> Connection:

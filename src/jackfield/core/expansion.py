@@ -108,7 +108,3 @@ def expand(text: str, env: Mapping[str, str]) -> str:
 
     return _TOKEN.sub(substitute, text)
 
-
-def is_templated(text: str) -> bool:
-    """Whether the text takes anything from the environment."""
-    return bool(references(text))

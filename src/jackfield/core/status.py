@@ -21,6 +21,9 @@ SERVER_STATES: tuple[ServerState, ...] = (
     "Failed",
     "Disabled",
 )
+SERVING_STATES = frozenset({"Ready", "Degraded"})
+"""Server states in which a server is connected and serves its tools; its `prompt` then joins
+the agent's instructions."""
 WatcherState = Literal["Starting", "Watching", "Polling", "Degraded"]
 Outcome = Literal["applied", "failed", "noop", "rejected"]
 

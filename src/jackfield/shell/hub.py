@@ -43,20 +43,19 @@ from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from jackfield import __version__
-from jackfield.core import instructions, results
+from jackfield.core import results
 from jackfield.core.agent_view import (
     AGENT_VIEW_URI,
     EVENTS_PATH,
     PROMPT_NAME,
-    SERVING_STATES,
     SESSION_HEADER,
     AgentView,
     RealtimeCooldown,
     agent_view,
 )
-from jackfield.core.catalog import CatalogChange
+from jackfield.core.catalog import CatalogChange, Entry
 from jackfield.core.desired import Snapshot
-from jackfield.core.status import HubStatus
+from jackfield.core.status import SERVING_STATES, HubStatus
 from jackfield.shell.manager import ServerManager, error_result
 
 log = logging.getLogger(__name__)
@@ -196,7 +195,8 @@ class ToolHub:
         self._connections: dict[Connection, str] = {}
         self._holders: Counter[str] = Counter()
         self._ids = itertools.count(1)
-        self._listed: tuple[tuple[str, str, str], ...] = ()
+        self._by_name: dict[str, Entry] = {}
+        self._served: tuple[mcp_types.Tool, ...] = ()
         self._bus = InMemorySubscriptionBus()
         self._listen = ListenHandler(self._bus)
         self._server = self._mcp_server()
@@ -210,33 +210,20 @@ class ToolHub:
 
     # --- what is served -------------------------------------------------------------------------
 
-    def _selected(self, server: str) -> bool:
-        if self.snapshot is None:
-            return False
-        return instructions.selects(self.snapshot.agent.document.spec.servers, server)
-
     def tools(self) -> list[mcp_types.Tool]:
-        return [
-            mcp_types.Tool(
-                name=e.name,
-                description=e.description or None,
-                inputSchema=dict(e.input_schema),
-            )
-            for e in sorted(self.manager.catalog.entries.values(), key=lambda e: e.name)
-            if self._selected(e.server)
-        ]
+        """What `tools/list` answers: the view's tools, built once per change."""
+        return list(self._served)
 
     def _input_schema(self, name: str) -> Mapping[str, Any] | None:
-        entry = self.manager.catalog.entries.get(name)
-        return entry.input_schema if entry is not None and self._selected(entry.server) else None
+        entry = self._by_name.get(name)
+        return entry.input_schema if entry is not None else None
 
     async def _call(
         self, name: str, arguments: dict[str, Any], session: str
     ) -> mcp_types.CallToolResult:
         """Forward a call; every failure is a result whose text the agent can say."""
-        entry = self.manager.catalog.entries.get(name)
-        if entry is not None and not self._selected(entry.server):
-            return error_result(results.unknown_tool(name))
+        if name not in self._by_name and name in self.manager.catalog.entries:
+            return error_result(results.unknown_tool(name))  # a server the agent does not select
         try:
             return _own(await self.manager.call(name, arguments, session=session))
         except Exception:  # e.g. the server went away between lookup and call
@@ -348,32 +335,32 @@ class ToolHub:
     def set_snapshot(self, snapshot: Snapshot) -> None:
         """A new applied config: the agent's selectors and prompt texts may have changed."""
         self.snapshot = snapshot
-        self._check_tools()
-        self._refresh_instructions()
+        self._rebuild()
 
     def _on_catalog(self, change: CatalogChange) -> None:
-        self._check_tools()
-        self._refresh_instructions()
+        self._rebuild()
 
-    def _check_tools(self) -> None:
-        """Announce when what a client would list changed (not for unselected servers)."""
-        listed = tuple(
-            (t.name, t.description or "", json.dumps(t.input_schema, sort_keys=True, default=str))
-            for t in self.tools()
-        )
-        if listed != self._listed:
-            self._listed = listed
-            self._announce(tools=True, prompts=False)
-
-    def _refresh_instructions(self) -> None:
-        """Rebuild the agent view; announce `prompts` when it changed (jobs refetch both)."""
+    def _rebuild(self) -> None:
+        """The agent view, once per applied snapshot and catalog change; announce what moved:
+        `tools` when what a client would list changed (not for unselected servers), `prompts`
+        when the view (instructions, spec) did."""
         if self.snapshot is None:
             return
         ready = {n for n, state in self.manager.states().items() if state in SERVING_STATES}
         now = asyncio.get_running_loop().time()
-        view = agent_view(self.snapshot, ready, realtime=not self.cooldown.active(now))
-        if self.view is None or view.revision != self.view.revision:
-            self.view = view
+        view = agent_view(self.snapshot, ready, self.manager.catalog.entries.values(),
+                          realtime=not self.cooldown.active(now))  # fmt: skip
+        previous, self.view = self.view, view
+        if previous is None or view.tools != previous.tools:
+            self._by_name = {e.name: e for e in view.tools}
+            self._served = tuple(
+                mcp_types.Tool(name=e.name, description=e.description or None,
+                               inputSchema=dict(e.input_schema))
+                for e in view.tools
+            )  # fmt: skip
+            if previous is not None or view.tools:
+                self._announce(tools=True, prompts=False)
+        if previous is None or view.revision != previous.revision:
             self.instructions = view.instructions
             self.instructions_revision = view.instructions_revision
             self._announce(tools=False, prompts=True)
@@ -403,10 +390,8 @@ class ToolHub:
             )  # fmt: skip
             if self._cooldown_timer is not None:
                 self._cooldown_timer.cancel()
-            self._cooldown_timer = loop.call_later(
-                self.cooldown.cooldown + 0.01, self._refresh_instructions
-            )
-            self._refresh_instructions()
+            self._cooldown_timer = loop.call_later(self.cooldown.cooldown + 0.01, self._rebuild)
+            self._rebuild()
 
     def agent_sessions_by_revision(self) -> dict[str, int]:
         """Open agent jobs per agent view revision they were built from."""

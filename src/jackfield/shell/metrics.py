@@ -24,10 +24,8 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from jackfield.core.status import SERVER_STATES, ServerStatus
+from jackfield.core.status import SERVER_STATES, SERVING_STATES, ServerStatus
 
-UP_STATES = frozenset({"Ready", "Degraded"})
-"""States in which a server is connected and serving tools (`jackfield_server_up` is 1)."""
 
 TOOL_CALL_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
@@ -47,7 +45,7 @@ class _ServerCollector:
     def collect(self) -> Iterable[Metric]:
         up, state, restarts, tools, queued = self._families()
         for s in sorted(self._servers(), key=lambda s: s.name):
-            up.add_metric([s.name], 1.0 if s.state in UP_STATES else 0.0)
+            up.add_metric([s.name], 1.0 if s.state in SERVING_STATES else 0.0)
             for candidate in SERVER_STATES:
                 state.add_metric([s.name, candidate], 1.0 if s.state == candidate else 0.0)
             restarts.add_metric([s.name], float(s.restarts))
