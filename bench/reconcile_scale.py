@@ -30,7 +30,8 @@ from bench.common import (
 )
 from jackfield.reconciler import LiveTarget, Reconciler
 from jackfield.shell.manager import ServerManager
-from jackfield.shell.store import PassRecord, Store
+from jackfield.shell.persistence import Persistence
+from jackfield.shell.store import Store
 
 NAME = "reconcile"
 SIZES = (10, 100, 500)
@@ -49,15 +50,16 @@ async def clear(target: LiveTarget, names: list[str]) -> None:
 
 
 @contextlib.asynccontextmanager
-async def store_at(url: str | None) -> AsyncIterator[Store | None]:
+async def store_at(url: str | None) -> AsyncIterator[Persistence | None]:
     if url is None:
         yield None
         return
-    store = await Store.open(url, instance_id="bench")
+    persistence = Persistence(url, instance_id="bench")
+    persistence.attach(await Store.open(url, instance_id="bench"))
     try:
-        yield store
+        yield persistence
     finally:
-        await store.close()
+        await persistence.close()
 
 
 async def all_ready(manager: ServerManager, n: int) -> None:
@@ -79,9 +81,7 @@ async def series(
         write(root / "servers.d/s0.yaml", server(0))
         url = f"{store_url}-{rep}.db" if store_url else None
         async with store_at(url) as store:
-            reconciler = Reconciler(
-                config_dir=root, env={}, target=target, store=store, make_record=PassRecord
-            )
+            reconciler = Reconciler(config_dir=root, env={}, target=target, store=store)
             started = time.perf_counter()
             result = await reconciler.reconcile_once()
             out["full"].append(time.perf_counter() - started)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from jackfield.core.connection import Connection
-from jackfield.reconciler import Reconciler
+from jackfield.reconciler import PassStore, Reconciler
 from jackfield.shell.watcher import ConfigWatcher
 from jackfield.spec.models import MCPServerSpec
 
@@ -56,7 +56,11 @@ async def until(condition: Callable[[], Any], timeout: float = 10.0, what: str =
 
 @contextlib.asynccontextmanager
 async def running(
-    config_dir: Path, *, store: Any = None, allow_empty: bool = False, **kwargs: Any
+    config_dir: Path,
+    *,
+    store: PassStore | None = None,
+    allow_empty: bool = False,
+    **kwargs: Any,
 ) -> AsyncIterator[tuple[Reconciler, MemoryTarget, ConfigWatcher]]:
     target = MemoryTarget()
     reconciler = Reconciler(

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-import jackfield.app
+import jackfield.shell.persistence
 from jackfield.app import App
 from jackfield.core.governance import arguments_hash, redacted_json
 from jackfield.core.status import utcnow
@@ -48,8 +48,8 @@ def server_yaml(name: str, extra: str = "") -> str:
 def quick_sync(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Sync the store often and prune on every sync, so a test sees both within a second; the
     root logger, which App.run configures, is put back afterwards."""
-    monkeypatch.setattr(jackfield.app, "STATE_SYNC_INTERVAL", 0.05)
-    monkeypatch.setattr(jackfield.app, "AUDIT_PRUNE_INTERVAL", 0.0)
+    monkeypatch.setattr(jackfield.shell.persistence, "STATE_SYNC_INTERVAL", 0.05)
+    monkeypatch.setattr(jackfield.shell.persistence, "AUDIT_PRUNE_INTERVAL", 0.0)
     monkeypatch.setenv("JF_PLANTED_SECRET", SECRET)
     monkeypatch.setenv("JF_OTHER_SECRET", OTHER_SECRET)
     root = logging.getLogger()

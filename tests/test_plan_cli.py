@@ -8,7 +8,7 @@ from pathlib import Path
 from jackfield.core.desired import Snapshot
 from jackfield.core.plan_render import render, shown
 from jackfield.core.planning import Applied, Key, plan
-from jackfield.reconciler import applied_view
+from jackfield.core.reconcile import applied_view
 from jackfield.shell.store import Store
 from tests.config_support import load_dir, server_yaml, write
 from tests.conftest import run_jackfield

@@ -14,6 +14,7 @@ from alembic.migration import MigrationContext
 from jackfield.core.desired import Snapshot
 from jackfield.core.planning import plan
 from jackfield.core.status import ServerStatus
+from jackfield.shell.persistence import Persistence
 from jackfield.shell.store import AuditRecord, PassRecord, Store, StoreUnavailable, metadata
 from tests.config_support import load_dir, server_yaml, write
 from tests.controller_support import running, settled, until
@@ -299,14 +300,17 @@ async def test_a_closed_store_raises_store_unavailable(tmp_path: Path) -> None:
 
 
 async def test_the_reconciler_persists_each_change_once(tmp_path: Path, config_dir: Path) -> None:
-    store = await Store.open(f"sqlite:///{tmp_path / 'state.db'}")
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    store = await Store.open(url)
+    persistence = Persistence(url)
+    persistence.attach(store)
     write(config_dir, {"servers.d/a.yaml": server_yaml("a")})
     try:
-        async with running(config_dir, store=store, make_record=PassRecord) as (rec, _, watcher):
+        async with running(config_dir, store=persistence) as (rec, _, watcher):
             assert len(await store.history()) == 1
             write(config_dir, {"servers.d/b.yaml": server_yaml("b")})
             await settled(rec, lambda: rec.snapshot and "b" in rec.snapshot.servers, what="b")
-            assert rec.snapshot is not None and rec.store_error is None
+            assert rec.snapshot is not None and persistence.problem is None
             assert plan(rec.snapshot, await store.applied()).empty
             (latest, _) = await store.history()
             assert latest.revision == rec.snapshot.revision and latest.outcome == "applied"

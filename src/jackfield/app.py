@@ -8,7 +8,8 @@ their tool calls get up to `shutdown_grace` seconds); then the watcher and contr
 still in flight finish within what is left of the grace, and the hub, every server and the store
 close.
 The store is optional at run time: if it is unreachable, jackfield serves from memory, says so
-in status, and catches the store up when it returns (the files are the source of truth).
+in status, and catches the store up when it returns (the files are the source of truth);
+`shell.persistence` owns it, its health and the audit queue.
 """
 
 from __future__ import annotations
@@ -16,15 +17,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import secrets
 import signal
 from collections.abc import Callable
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
-
-from sqlalchemy.engine import make_url
 
 from jackfield.core.desired import Snapshot
 from jackfield.core.governance import arguments_hash
@@ -36,16 +33,13 @@ from jackfield.shell.hub import ToolHub
 from jackfield.shell.logs import configure_logging, register_secrets
 from jackfield.shell.manager import CallEvent, ServerManager
 from jackfield.shell.metrics import Metrics
-from jackfield.shell.store import AuditRecord, PassRecord, Store
+from jackfield.shell.persistence import Persistence
+from jackfield.shell.store import AuditRecord
 from jackfield.shell.text_link import TextLinkAddress
 from jackfield.shell.watcher import ConfigWatcher
 from jackfield.shell.worker import Worker, WorkerOptions
 
 log = logging.getLogger(__name__)
-
-STATE_SYNC_INTERVAL = 2.0
-"""Seconds between writes of live server state and audit rows to the store."""
-AUDIT_PRUNE_INTERVAL = 3600.0
 
 
 class App:
@@ -58,8 +52,12 @@ class App:
         self.env = environment()
         self.metrics = Metrics(servers=lambda: self.manager.statuses(), agent=self._agent_metrics)
         self.manager = ServerManager(observer=self._on_call)
-        self.store: Store | None = None
-        self.store_message: str | None = "not opened yet"
+        self.persistence = Persistence(
+            settings.database_url,
+            instance_id=settings.instance_id,
+            audit_retention=timedelta(days=settings.audit_retention_days),
+            servers=self.manager.statuses,
+        )
         token = settings.hub_token.get_secret_value() if settings.hub_token else None
         self.hub_token = token or secrets.token_urlsafe(32)
         self.hub = ToolHub(
@@ -69,12 +67,12 @@ class App:
             config_dir=settings.config_dir,
             env=self.env,
             target=self.manager,
-            store=None,
+            store=self.persistence,
             instance_id=settings.instance_id,
             allow_empty=settings.allow_empty,
             resync_interval=settings.resync_interval,
-            make_record=PassRecord,
         )
+        self.persistence.catch_up.append(self.reconciler.resync_store)
         self.watcher = ConfigWatcher(
             settings.config_dir,
             self._on_file_event,
@@ -95,12 +93,7 @@ class App:
         self.stopping = asyncio.Event()
         self.shutting_down = False
         self._tasks: list[asyncio.Task[Any]] = []
-        self._audit: list[AuditRecord] = []
         self._known_servers: set[str] = set()
-        self._database_file = _sqlite_file(settings.database_url)
-        self._database_id: tuple[int, int] | None = None
-        self._synced_states: Any = None
-        self._pruned_at = -AUDIT_PRUNE_INTERVAL
         self.stop_requested_early: Callable[[], bool] = lambda: False
         """Set by the CLI: True when SIGTERM/SIGINT came before `run()` took the signals over."""
         self.reconciler.listeners.append(self._on_applied)
@@ -139,9 +132,8 @@ class App:
             agent=agent,
             hub=hub,
             watcher=self.watcher.status(),
-            store={"state": "Ok" if self._store_ok() else "Degraded",
-                   "message": self._store_problem()},
-        )  # fmt: skip
+            store=self.persistence.status(),
+        )
 
     def liveness(self) -> tuple[bool, str]:
         for task in self._tasks:
@@ -156,8 +148,9 @@ class App:
             return False, "shutting down"
         if self.reconciler.status.applied_revision is None:
             return False, "no config applied yet"
-        if not self._store_ok():
-            return False, f"store unavailable: {self._store_problem()}"
+        store_ready, why = self.persistence.readiness()
+        if not store_ready:
+            return False, why
         if not self.hub.serving:
             return False, "hub not serving"
         if self.worker is not None and self.worker.failed:
@@ -174,14 +167,6 @@ class App:
         if not self.hub.cooldown.active(loop_now) or self.hub.cooldown.until is None:
             return None
         return utcnow() + timedelta(seconds=self.hub.cooldown.until - loop_now)
-
-    def _store_ok(self) -> bool:
-        return self.store is not None and self.reconciler.store_error is None
-
-    def _store_problem(self) -> str | None:
-        if self.store is None:
-            return self.store_message
-        return self.reconciler.store_error
 
     # --- wiring -------------------------------------------------------------------------------
 
@@ -218,7 +203,7 @@ class App:
             self.metrics.rejected(event.server, event.outcome.split(":", 1)[1])
         spec = self.manager.specs().get(event.server)
         full = spec is not None and spec.audit == "full"
-        self._audit.append(
+        self.persistence.audit(
             AuditRecord(
                 at=utcnow(),
                 agent_session=event.session if (event.session or "").startswith("job-") else None,
@@ -234,97 +219,6 @@ class App:
                 result=_redacted_text(event.result_text) if full else None,
             )
         )
-
-    async def _run_store(self) -> None:
-        """The store's one owner task: open it (retrying with backoff; jackfield serves from
-        memory meanwhile), then every STATE_SYNC_INTERVAL write live server state and audit rows,
-        prune, and check that the database is still there and reachable."""
-        delay = 1.0
-        while True:
-            if self.store is None:
-                if not await self._open_store():
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 30.0)
-                    continue
-                delay = 1.0
-            await asyncio.sleep(STATE_SYNC_INTERVAL)
-            if self._database_file_replaced():
-                await self._drop_store(
-                    f"the database file {self._database_file} was deleted or replaced; recreating"
-                    " it (history is lost, the objects are rebuilt from the files)"
-                )
-                continue
-            await self._sync_store()
-
-    async def _open_store(self) -> bool:
-        try:
-            store = await Store.open(
-                self.settings.database_url, instance_id=self.settings.instance_id
-            )
-        except Exception as e:
-            self.store_message = f"{type(e).__name__}: {e}"
-            log.warning("store unavailable (%s); serving from memory", self.store_message)
-            return False
-        self.store, self.store_message = store, None
-        self._database_id = _file_id(self._database_file)
-        self._synced_states = None
-        self.reconciler.store_error = None
-        self.reconciler.attach_store(store)
-        return True
-
-    async def _drop_store(self, why: str) -> None:
-        """Forget the store (the next loop turn opens it again)."""
-        log.warning("%s", why)
-        store, self.store = self.store, None
-        self.store_message = why
-        self.reconciler.store = None
-        if store is not None:
-            # closing first lets SQLite remove the old -wal/-shm files before a new file appears
-            with contextlib.suppress(Exception):
-                await store.close()
-
-    def _database_file_replaced(self) -> bool:
-        """An SQLite file deleted under an open connection takes writes silently; notice it."""
-        return self._database_file is not None and _file_id(self._database_file) != (
-            self._database_id
-        )
-
-    async def _sync_store(self) -> None:
-        """Live server state (only when it changed), audit rows, retention, reachability."""
-        store = self.store
-        if store is None:
-            return
-        loop = asyncio.get_running_loop()
-        states = self.manager.statuses()
-        key = [(s.name, s.state, s.restarts, s.tools, s.last_error) for s in states]
-        batch, self._audit = self._audit, []
-        recovering = self.reconciler.store_error is not None
-        try:
-            wrote = False
-            # while the store is in error the state write doubles as the probe: a real write,
-            # since SELECT 1 succeeds on an SQLite file another process holds locked
-            if key != self._synced_states or recovering:
-                await store.put_server_states(states)
-                self._synced_states, wrote = key, True
-            if batch:
-                await store.record_calls(batch)
-                wrote = True
-            if loop.time() - self._pruned_at > AUDIT_PRUNE_INTERVAL:
-                keep = timedelta(days=self.settings.audit_retention_days)
-                await store.prune_audit(utcnow() - keep)
-                self._pruned_at, wrote = loop.time(), True
-            if not wrote:
-                await store.ping()  # notices a database that went away while nothing changed
-            if recovering:
-                log.info("store reachable again; catching it up")
-                self.reconciler.store_error = None
-                self.reconciler.resync_store()
-        except Exception as e:
-            self._audit = batch[-10_000:] + self._audit  # bounded: keep the newest
-            self._synced_states = None
-            if self.reconciler.store_error is None:
-                log.warning("store unavailable, serving from memory: %s: %s", type(e).__name__, e)
-            self.reconciler.store_error = f"{type(e).__name__}: {e}"
 
     async def _publish_sessions(self) -> None:
         """Gauges sampled every second, and the reconciler's timer resyncs into their counter
@@ -373,7 +267,7 @@ class App:
             self._tasks = [
                 spawn(self.reconciler.run(), name="reconciler"),
                 spawn(self.watcher.run(), name="watcher"),
-                spawn(self._run_store(), name="store"),
+                spawn(self.persistence.run(), name="store"),
                 spawn(self._publish_sessions(), name="metrics"),
             ]
             worker = spawn(self._run_worker(), name="agent") if self.agent.enabled else None
@@ -382,11 +276,7 @@ class App:
             finally:
                 await self._shutdown(worker)
         await self.status_server.stop()
-        if self.store is not None:
-            with contextlib.suppress(Exception):
-                if self._audit:
-                    await self.store.record_calls(self._audit)
-            await self.store.close()
+        await self.persistence.close()
         log.info("stopped")
         return 0
 
@@ -430,28 +320,6 @@ class App:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.hub.drain(), timeout=max(0.0, deadline - loop.time()))
         await self.hub.stop()
-
-
-def _sqlite_file(url: str) -> Path | None:
-    """The database file of an SQLite URL (None for PostgreSQL and in-memory databases)."""
-    try:
-        parsed = make_url(url)
-    except Exception:
-        return None  # Store.open reports a bad URL
-    database = parsed.database
-    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
-        return None
-    return None if database.startswith("file:") else Path(database).absolute()
-
-
-def _file_id(path: Path | None) -> tuple[int, int] | None:
-    if path is None:
-        return None
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino)
 
 
 def _redacted_text(text: str | None) -> str | None:

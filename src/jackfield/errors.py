@@ -3,7 +3,8 @@
 - ConfigError: the files are wrong. The snapshot is refused (Stalled), no retry until they change.
   The same shape carries a warning (a valid field that has no effect), which refuses nothing.
 - PermanentError: a server can never work as configured (Failed), no retry until its spec changes.
-- TemporaryError: worth retrying after a delay (Backoff).
+- TemporaryError: worth retrying after a delay (Backoff). ConnectionLost and SessionExpired are
+  the supervisor's: a connection that ended, and an HTTP session the server forgot (delay 0).
 """
 
 from __future__ import annotations
@@ -50,3 +51,19 @@ class TemporaryError(Exception):
     def __init__(self, message: str, delay: float | None = None) -> None:
         super().__init__(message)
         self.delay = delay
+
+
+class ConnectionLost(TemporaryError):
+    """An MCP connection ended, or could not be made; the message says how, in one line."""
+
+
+class SessionExpired(ConnectionLost):
+    """The HTTP server forgot our session (a 404 for it): reconnect at once, without a backoff."""
+
+    def __init__(self, message: str = "the HTTP session expired") -> None:
+        super().__init__(message, delay=0.0)
+
+
+class StoreUnavailable(TemporaryError):
+    """The database cannot be reached or used; the cause is chained. jackfield serves from
+    memory meanwhile (`shell.persistence` says why in status and /readyz)."""

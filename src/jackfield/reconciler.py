@@ -5,39 +5,43 @@ config dir, builds the desired snapshot, and plans it twice with the same pure p
 what is live in the manager (to start, update, stop servers) and against the store (to persist).
 A snapshot with any error applies nothing: the last applied one keeps running and the status says
 Stalled with every error. Runtime failures of a server stay that server's business.
+What a pass does and the status it leaves are pure decisions (`core.reconcile`); this module
+carries them out.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Literal, Protocol
 
 from jackfield.core.connection import Connection, resolve
-from jackfield.core.desired import ParseCache, Snapshot, build_snapshot
-from jackfield.core.loading import SourceFile
+from jackfield.core.desired import ParseCache, Snapshot
 from jackfield.core.planning import Applied, Change, Key, Plan, plan
-from jackfield.core.status import (
-    Condition,
-    ConfigStatus,
-    HistoryEntry,
-    Outcome,
-    drop_condition,
-    set_condition,
-    utcnow,
+from jackfield.core.reconcile import (
+    Apply,
+    Done,
+    Memory,
+    PassRecord,
+    Refuse,
+    Skip,
+    after_pass,
+    decide,
+    mark_reconciling,
+    remember,
 )
-from jackfield.errors import ConfigError, ConfigInvalid
+from jackfield.core.status import Condition, ConfigStatus, Outcome, utcnow
+from jackfield.errors import ConfigError, StoreUnavailable
 from jackfield.shell.sources import git_commit, scan
 from jackfield.spec.models import MCPServerSpec
 
 log = logging.getLogger(__name__)
-
-HISTORY_SHOWN = 5
 
 
 class LiveTarget(Protocol):
@@ -50,14 +54,18 @@ class LiveTarget(Protocol):
     async def remove(self, name: str) -> None: ...
 
 
-class StateStore(Protocol):
-    """The slice of `shell.store.Store` the controller uses."""
+class PassStore(Protocol):
+    """Where passes are persisted: `shell.persistence.Persistence`, which keeps the store's
+    health. Each coroutine raises StoreUnavailable."""
+
+    @property
+    def attached(self) -> bool: ...
 
     async def applied(self) -> dict[Key, Applied]: ...
 
-    async def apply(self, plan: Plan, *, revision: str) -> None: ...
+    async def write(self, plan: Plan, *, revision: str, record: PassRecord | None) -> None: ...
 
-    async def record_pass(self, record: Any) -> None: ...
+    async def record_pass(self, record: PassRecord) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -69,32 +77,6 @@ class PassResult:
     seconds: float = 0.0
 
 
-def files_digest(files: Sequence[SourceFile], errors: Sequence[ConfigError]) -> str:
-    """Identifies the raw input of a pass, so an unchanged broken config is not retried."""
-    h = hashlib.sha256()
-    for f in sorted(files, key=lambda f: f.path):
-        h.update(f.path.encode() + b"\0" + hashlib.sha256(f.data).digest())
-    for e in errors:
-        h.update(str(e).encode())
-    return "sha256:" + h.hexdigest()
-
-
-def applied_view(snapshot: Snapshot) -> dict[Key, Applied]:
-    """A snapshot seen as 'what is applied', for planning the next one against it."""
-    from jackfield.core.desired import normalised
-
-    return {
-        (p.kind, p.name): Applied(
-            p.kind, p.name, normalised(p.document), p.spec_hash, 1, f"{p.path}:{p.line}"
-        )
-        for p in snapshot.objects()
-    }
-
-
-def _warnings(snapshot: Snapshot) -> tuple[dict[str, Any], ...]:
-    return tuple(w.as_dict() for w in snapshot.warnings)
-
-
 class Reconciler:
     """Owns the applied snapshot and the config status; `run()` is its only long-lived task."""
 
@@ -104,38 +86,37 @@ class Reconciler:
         config_dir: Path,
         env: Mapping[str, str],
         target: LiveTarget,
-        store: StateStore | None,
+        store: PassStore | None = None,
         instance_id: str = "local",
         allow_empty: bool = False,
         resync_interval: float = 60.0,
-        make_record: Callable[..., Any] | None = None,
     ) -> None:
+        """`store`: where passes are persisted (None: nowhere)."""
         self.config_dir = config_dir
         self.env = env
         self.target = target
-        self.store = store
+        self.persistence = store
         self.instance_id = instance_id
         self.allow_empty = allow_empty
         self.resync_interval = resync_interval
-        self.make_record = make_record
-        self.snapshot: Snapshot | None = None
+        self.memory = Memory()
         self.status = ConfigStatus(
             conditions=(
                 Condition("Ready", "Unknown", "Progressing", "first reconcile pending", utcnow()),
             )
         )
-        self.store_error: str | None = None
         self.listeners: list[Callable[[Snapshot], None]] = []
         self.pass_listeners: list[Callable[[PassResult], None]] = []
-        self._live: dict[Key, Applied] = {}
-        self._store_synced: str | None = None
-        self._refused_digest: str | None = None
-        self._applied_digest: str | None = None
         self._parsed: ParseCache = {}
         self._wake = asyncio.Event()
         self._first_pass = asyncio.Event()
         self.resyncs = 0
         self.busy = False
+
+    @property
+    def snapshot(self) -> Snapshot | None:
+        """The applied snapshot."""
+        return self.memory.snapshot
 
     # --- triggering -------------------------------------------------------------------------
 
@@ -143,14 +124,9 @@ class Reconciler:
         """Ask for one more pass; triggers during a pass coalesce into one."""
         self._wake.set()
 
-    def attach_store(self, store: StateStore) -> None:
-        """Persist from now on; the next pass writes the applied snapshot to it."""
-        self.store = store
-        self.resync_store()
-
     def resync_store(self) -> None:
         """The store missed writes (it was away): write the applied snapshot again."""
-        self._store_synced = None
+        self.memory = replace(self.memory, store_synced=None)
         self.trigger()
 
     async def wait_first_pass(self) -> None:
@@ -182,56 +158,31 @@ class Reconciler:
     # --- one pass ---------------------------------------------------------------------------
 
     async def reconcile_once(self) -> PassResult:
-        """Rescan, validate, plan, apply, publish. Never raises for bad config."""
-        started = time.perf_counter()
-        started_at = utcnow()
+        """Rescan, decide, apply live, persist, publish. Never raises for bad config."""
+        started, started_at = time.perf_counter(), utcnow()
         found = await asyncio.to_thread(scan, self.config_dir)
-        digest = files_digest(found.files, found.errors)
-        if digest == self._refused_digest:
-            return PassResult("noop", digest)  # the same refused files: no retry loop
-        self._refused_digest = None
-        applied = self.snapshot
-        if (
-            digest == self._applied_digest
-            and applied is not None
-            and self._store_synced == applied.revision
-        ):
-            # the very bytes already applied: skip parsing and planning (a resync of 500 files
-            # costs a scan and a hash, not a load)
-            self._recover_after_failure(applied)
-            return PassResult("noop", applied.revision, seconds=time.perf_counter() - started)
-        try:
-            snapshot = build_snapshot(found.files, self.env, found.errors, cache=self._parsed)
-        except ConfigInvalid as invalid:
-            self._refused_digest = digest
-            return await self._failed(digest, invalid.errors, started, started_at)
-
-        if snapshot.revision == self.status.applied_revision and self._store_synced == (
-            snapshot.revision
-        ):
-            self._recover_after_failure(snapshot)
-            self._applied_digest = digest
-            # the same revision, but a default written out (or removed) changes the warnings
-            self.status = replace(self.status, warnings=_warnings(snapshot))
-            return PassResult("noop", snapshot.revision, seconds=time.perf_counter() - started)
-
-        live_plan = plan(snapshot, self._live)
-        if self._is_empty_replacement(snapshot):
-            self._refused_digest = digest
-            return await self._rejected(snapshot, started, started_at)
-
-        self._set_reconciling(snapshot.revision)
+        decision = decide(
+            found.files, found.errors, self.env, self.memory,
+            allow_empty=self.allow_empty, cache=self._parsed,
+        )  # fmt: skip
+        if not isinstance(decision, Apply):
+            self.memory = remember(self.memory, decision)
+            self.status = after_pass(self.status, decision, utcnow())
+            if isinstance(decision, Skip):
+                return PassResult("noop", decision.revision, seconds=time.perf_counter() - started)
+            return await self._refused(decision, started, started_at)
+        snapshot, live_plan = decision.snapshot, decision.live_plan
+        self.status = mark_reconciling(self.status, snapshot.revision, utcnow())
         await self._apply_live(snapshot, live_plan)
-        self._live = applied_view(snapshot)
-        self.snapshot = snapshot
-        self._applied_digest = digest
+        self.memory = remember(self.memory, decision)
         commit = await asyncio.to_thread(git_commit, found.root)
-        store_changes = await self._sync_store(snapshot, commit, started_at)
+        store_changes = await self._persist(snapshot, commit, started_at)
         changes = live_plan.effective or store_changes
-        outcome: Outcome = "applied" if live_plan.effective else "noop"
-        seconds = time.perf_counter() - started
-        self._succeeded(snapshot, commit, outcome, len(changes))
-        result = PassResult(outcome, snapshot.revision, changes, (), seconds)
+        outcome: Literal["applied", "noop"] = "applied" if live_plan.effective else "noop"
+        self.status = after_pass(
+            self.status, Done(snapshot, commit, outcome, len(changes)), utcnow()
+        )
+        result = PassResult(outcome, snapshot.revision, changes, (), time.perf_counter() - started)
         for listener in self.listeners:
             listener(snapshot)
         self._notify(result)
@@ -240,7 +191,7 @@ class Reconciler:
             snapshot.revision[:19],
             outcome,
             len(changes),
-            seconds * 1000,
+            result.seconds * 1000,
         )
         return result
 
@@ -264,46 +215,40 @@ class Reconciler:
             connection = replace(connection, cwd=str((self.config_dir / connection.cwd).resolve()))
         return connection
 
-    async def _sync_store(
-        self, snapshot: Snapshot, commit: str | None, started_at: Any
+    async def _persist(
+        self, snapshot: Snapshot, commit: str | None, started_at: datetime
     ) -> tuple[Change, ...]:
-        """Persist the snapshot; a store outage degrades status but never blocks the live state."""
-        if self.store is None:
-            self._store_synced = snapshot.revision
+        """Plan the snapshot against the store and write it. An outage never blocks the live
+        state: persistence keeps the reason for status, and the next pass catches up."""
+        store = self.persistence
+        if store is None or not store.attached:
+            # nothing to catch up later: a store that opens asks for a resync
+            self.memory = replace(self.memory, store_synced=snapshot.revision)
             return ()
         try:
-            store_plan = plan(snapshot, await self.store.applied())
-            if not store_plan.empty:
-                await self.store.apply(store_plan, revision=snapshot.revision)
-            if not store_plan.empty or self._store_synced is None:
-                await self._record(
-                    snapshot.revision,
-                    commit,
-                    started_at,
-                    "applied" if not store_plan.empty else "noop",
-                    store_plan.effective,
-                    (),
+            store_plan = plan(snapshot, await store.applied())
+            record = None
+            if not store_plan.empty or self.memory.store_synced is None:
+                outcome: Outcome = "noop" if store_plan.empty else "applied"
+                record = self._record(
+                    snapshot.revision, commit, started_at, outcome, store_plan.effective
                 )
-        except Exception as e:  # the store is optional for serving: keep going from memory
-            self.store_error = f"{type(e).__name__}: {e}"
-            log.warning("store unavailable, serving from memory: %s", self.store_error)
-            return ()
-        self.store_error = None
-        self._store_synced = snapshot.revision
+            await store.write(store_plan, revision=snapshot.revision, record=record)
+        except StoreUnavailable:
+            return ()  # serving from memory
+        self.memory = replace(self.memory, store_synced=snapshot.revision)
         return store_plan.effective
 
-    async def _record(
+    def _record(
         self,
         revision: str,
         commit: str | None,
-        started_at: Any,
+        started_at: datetime,
         outcome: Outcome,
         changes: Sequence[Change],
-        errors: Sequence[ConfigError],
-    ) -> None:
-        if self.store is None or self.make_record is None:
-            return
-        record = self.make_record(
+        errors: Sequence[ConfigError] = (),
+    ) -> PassRecord:
+        return PassRecord(
             revision=revision,
             git_commit=commit,
             started_at=started_at,
@@ -316,139 +261,25 @@ class Reconciler:
             errors=[e.as_dict() for e in errors],
             instance_id=self.instance_id,
         )
-        await self.store.record_pass(record)
 
-    def _is_empty_replacement(self, snapshot: Snapshot) -> bool:
-        had_servers = any(kind == "MCPServer" for kind, _ in self._live)
-        return not snapshot.servers and had_servers and not self.allow_empty
-
-    # --- status -----------------------------------------------------------------------------
-
-    def _history(self, entry: HistoryEntry) -> tuple[HistoryEntry, ...]:
-        return (entry, *self.status.history)[:HISTORY_SHOWN]
-
-    def _set_reconciling(self, revision: str) -> None:
-        conditions = set_condition(
-            self.status.conditions,
-            Condition("Reconciling", "True", "Progressing", f"applying {revision}", utcnow()),
-        )
-        self.status = replace(self.status, conditions=conditions, attempted_revision=revision)
-
-    def _succeeded(self, snapshot: Snapshot, commit: str | None, outcome: Outcome, n: int) -> None:
-        now = utcnow()
-        conditions = set_condition(
-            self.status.conditions,
-            Condition(
-                "Ready",
-                "True",
-                "ReconciliationSucceeded",
-                f"applied revision {snapshot.revision}",
-                now,
-            ),
-        )
-        conditions = drop_condition(drop_condition(conditions, "Reconciling"), "Stalled")
-        new_revision = snapshot.revision != self.status.applied_revision
-        self.status = replace(
-            self.status,
-            applied_revision=snapshot.revision,
-            attempted_revision=snapshot.revision,
-            git_commit=commit,
-            applied_at=now if new_revision else self.status.applied_at,
-            observed_generation=self.status.observed_generation + (1 if new_revision else 0),
-            conditions=conditions,
-            errors=(),
-            warnings=_warnings(snapshot),
-            history=self._history(HistoryEntry(snapshot.revision, now, outcome, n, commit))
-            if new_revision or outcome == "applied"
-            else self.status.history,
-        )
-
-    def _recover_after_failure(self, snapshot: Snapshot) -> None:
-        """The files went back to the applied snapshot: clear Stalled without a new pass."""
-        if self.status.attempted_revision != snapshot.revision or self.status.errors:
-            now = utcnow()
-            conditions = set_condition(
-                self.status.conditions,
-                Condition(
-                    "Ready",
-                    "True",
-                    "ReconciliationSucceeded",
-                    f"applied revision {snapshot.revision}",
-                    now,
-                ),
+    async def _refused(self, refuse: Refuse, started: float, started_at: datetime) -> PassResult:
+        """Log why, and record the refused pass (the status says it already)."""
+        if refuse.reason == "ValidationFailed":
+            kept = self.status.applied_revision or "none"
+            log.warning("config invalid (%d error(s)); keeping %s", len(refuse.errors), kept)
+            for e in refuse.errors:
+                log.warning("%s", e)
+        else:
+            log.warning("%s", refuse.message)
+        store = self.persistence
+        if store is not None and store.attached:
+            record = self._record(
+                refuse.revision, None, started_at, refuse.outcome, (), refuse.errors
             )
-            self.status = replace(
-                self.status,
-                attempted_revision=snapshot.revision,
-                errors=(),
-                conditions=drop_condition(drop_condition(conditions, "Stalled"), "Reconciling"),
-                history=self._history(HistoryEntry(snapshot.revision, now, "noop", 0)),
-            )
-
-    async def _failed(
-        self,
-        digest: str,
-        errors: Sequence[ConfigError],
-        started: float,
-        started_at: Any,
-    ) -> PassResult:
-        now = utcnow()
-        kept = self.status.applied_revision or "none"
-        message = f"{len(errors)} error(s) in the config; revision {kept} keeps running"
-        conditions = set_condition(
-            self.status.conditions, Condition("Ready", "False", "ValidationFailed", message, now)
-        )
-        conditions = set_condition(
-            drop_condition(conditions, "Reconciling"),
-            Condition("Stalled", "True", "ValidationFailed", message, now),
-        )
-        self.status = replace(
-            self.status,
-            attempted_revision=digest,
-            observed_generation=self.status.observed_generation + 1,
-            conditions=conditions,
-            errors=tuple(e.as_dict() for e in errors),
-            history=self._history(HistoryEntry(digest, now, "failed", 0, errors=len(errors))),
-        )
-        log.warning("config invalid (%d error(s)); keeping %s", len(errors), kept)
-        for e in errors:
-            log.warning("%s", e)
-        try:
-            await self._record(digest, None, started_at, "failed", (), errors)
-        except Exception as e:
-            self.store_error = f"{type(e).__name__}: {e}"
-        result = PassResult("failed", digest, (), tuple(errors), time.perf_counter() - started)
-        self._notify(result)
-        return result
-
-    async def _rejected(self, snapshot: Snapshot, started: float, started_at: Any) -> PassResult:
-        now = utcnow()
-        message = (
-            "the new snapshot declares no MCPServer but servers are running; refusing to delete"
-            " them all (set JACKFIELD_ALLOW_EMPTY=true to allow)"
-        )
-        conditions = set_condition(
-            self.status.conditions,
-            Condition("Ready", "False", "EmptySnapshotRejected", message, now),
-        )
-        conditions = set_condition(
-            drop_condition(conditions, "Reconciling"),
-            Condition("Stalled", "True", "EmptySnapshotRejected", message, now),
-        )
-        self.status = replace(
-            self.status,
-            attempted_revision=snapshot.revision,
-            observed_generation=self.status.observed_generation + 1,
-            conditions=conditions,
-            errors=(),
-            history=self._history(HistoryEntry(snapshot.revision, now, "rejected", 0)),
-        )
-        log.warning("%s", message)
-        try:
-            await self._record(snapshot.revision, None, started_at, "rejected", (), ())
-        except Exception as e:
-            self.store_error = f"{type(e).__name__}: {e}"
-        result = PassResult("rejected", snapshot.revision, seconds=time.perf_counter() - started)
+            with contextlib.suppress(StoreUnavailable):  # persistence keeps the reason
+                await store.record_pass(record)
+        seconds = time.perf_counter() - started
+        result = PassResult(refuse.outcome, refuse.revision, (), refuse.errors, seconds)
         self._notify(result)
         return result
 

@@ -16,8 +16,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from jackfield.core.status import rfc3339, utcnow
+from jackfield.errors import StoreUnavailable
 from jackfield.settings import Settings
-from jackfield.shell.store import AuditRecord, Store, StoreUnavailable
+from jackfield.shell.store import AuditRecord, Store
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")

@@ -16,8 +16,9 @@ from jackfield.commands._common import add_dir_argument, config_dir, load_or_rep
 from jackfield.core.desired import Snapshot
 from jackfield.core.plan_render import render
 from jackfield.core.planning import plan
+from jackfield.errors import StoreUnavailable
 from jackfield.settings import Settings
-from jackfield.shell.store import Store, StoreUnavailable
+from jackfield.shell.store import Store
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

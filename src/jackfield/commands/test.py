@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jackfield.commands._common import ConfigInvalid, add_dir_argument, config_dir, load, shown_path
-from jackfield.core.status import SERVING_STATES
 from jackfield.core.connection import resolve
+from jackfield.core.status import SERVING_STATES
 from jackfield.settings import environment
 
 if TYPE_CHECKING:  # the manager (and the SDK behind it) loads only when this command runs

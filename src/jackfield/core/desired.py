@@ -85,11 +85,15 @@ ParseCache = MutableMapping[tuple[str, bytes], tuple[list[ConfigError], list[Any
 """(path, sha256 of the bytes) -> what loading that file gave: its errors and its documents."""
 
 
-def _load(source: SourceFile, env: Mapping[str, str], cache: ParseCache | None) -> Any:
-    if cache is None:
+def _load(
+    source: SourceFile,
+    env: Mapping[str, str],
+    cache: ParseCache | None,
+    key: tuple[str, bytes] | None,
+) -> Any:
+    if cache is None or key is None:
         loaded, errors = load_file(source, env)
         return errors, [(item, _place(item)) for item in loaded]
-    key = (source.path, hashlib.sha256(source.data).digest())
     if key not in cache:
         loaded, errors = load_file(source, env)
         cache[key] = (errors, [(item, _place(item)) for item in loaded])
@@ -101,12 +105,14 @@ def build_snapshot(
     env: Mapping[str, str],
     read_errors: Sequence[ConfigError] = (),
     cache: ParseCache | None = None,
+    digests: Mapping[str, bytes] | None = None,
 ) -> Snapshot:
     """Validate every file and assemble the snapshot; warnings never refuse it.
 
     `cache`, owned by the caller and kept across passes (with the same `env`), spares parsing
     the files whose bytes did not change: a one-file edit then costs one file, not all of them.
-    Entries of files no longer present are dropped.
+    Entries of files no longer present are dropped. `digests` (sha256 of each file's bytes, by
+    path) spares hashing a file the caller has hashed already.
 
     Raises:
         ConfigInvalid: with every error of every file (read errors included), sorted.
@@ -117,9 +123,12 @@ def build_snapshot(
     by_kind: dict[str, dict[str, Placed[Any]]] = {"MCPServer": {}, "Prompt": {}}
     used: set[tuple[str, bytes]] = set()
     for source in sorted(files, key=lambda f: f.path):
-        file_errors, documents = _load(source, env, cache)
+        key = None
         if cache is not None:
-            used.add((source.path, hashlib.sha256(source.data).digest()))
+            known = digests.get(source.path) if digests is not None else None
+            key = (source.path, known or hashlib.sha256(source.data).digest())
+            used.add(key)
+        file_errors, documents = _load(source, env, cache, key)
         errors += file_errors
         for item, placed in documents:
             misplaced = kind_allowed(item.path, item.document)

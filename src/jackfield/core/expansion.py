@@ -107,4 +107,3 @@ def expand(text: str, env: Mapping[str, str]) -> str:
         return value or ""
 
     return _TOKEN.sub(substitute, text)
-

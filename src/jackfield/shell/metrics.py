@@ -26,7 +26,6 @@ from prometheus_client.metrics_core import Metric
 
 from jackfield.core.status import SERVER_STATES, SERVING_STATES, ServerStatus
 
-
 TOOL_CALL_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 _Labelled = Counter | Gauge | Histogram

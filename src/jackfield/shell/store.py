@@ -29,17 +29,14 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from jackfield.core.planning import Applied, Key, Plan
+from jackfield.core.reconcile import PassRecord as PassRecord  # part of the store's API
 from jackfield.core.status import ServerStatus, utcnow
-from jackfield.errors import TemporaryError
+from jackfield.errors import StoreUnavailable as StoreUnavailable  # what every method raises
 
 T = TypeVar("T")
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 _MIGRATION_LOCK = 0x6A61636B  # pg_advisory_xact_lock key ("jack"): replicas migrate one at a time
-
-
-class StoreUnavailable(TemporaryError):
-    """The database cannot be reached or used; the cause is chained."""
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
@@ -133,20 +130,6 @@ tool_calls = sa.Table(
 
 
 @dataclass(frozen=True)
-class PassRecord:
-    """One reconcile pass, as `Reconciler(make_record=PassRecord)` builds it."""
-
-    revision: str
-    git_commit: str | None
-    started_at: datetime
-    finished_at: datetime
-    outcome: str
-    changes: list[dict[str, Any]]
-    errors: list[dict[str, Any]]
-    instance_id: str
-
-
-@dataclass(frozen=True)
 class AuditRecord:
     """One tool call. `arguments`/`result` are None unless the server's audit level is full."""
 
@@ -179,16 +162,26 @@ def _on_sqlite_begin(connection: Connection) -> None:
     connection.exec_driver_sql("BEGIN")
 
 
+def sqlite_file(url: str | sa.URL) -> Path | None:
+    """The database file of an SQLite URL, absolute (None for other backends, in-memory and
+    `file:` URI databases, and for a URL that does not parse: `Store.open` reports that)."""
+    try:
+        parsed = sa.make_url(url)
+    except (sa.exc.ArgumentError, ValueError):
+        return None
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return None
+    return None if database.startswith("file:") else Path(database).absolute()
+
+
 def create_engine(url: str) -> Engine:
     """An engine set up for the store: SQLite gets WAL, a busy timeout and real transactions."""
     parsed = sa.make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        if (
-            parsed.database
-            and parsed.database != ":memory:"
-            and not parsed.database.startswith("file:")
-        ):
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        database = sqlite_file(parsed)
+        if database is not None:
+            database.parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(parsed)
         sa.event.listen(engine, "connect", _on_sqlite_connect)
         sa.event.listen(engine, "begin", _on_sqlite_begin)
