@@ -13,20 +13,23 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from tests.servers.echo import ALL_TOOLS
+from tests.support.controller import MemoryTarget as MemoryTarget  # shared with the tests
+from tests.support.polling import until as until
+from tests.support.servers import echo_server
 
-from jackfield.core.connection import Connection
+from jackfield.app import build
 from jackfield.reconciler import Reconciler
+from jackfield.settings import Settings
 from jackfield.shell.hub import ToolHub
-from jackfield.shell.manager import ServerManager
-from jackfield.spec.models import MCPServerSpec
+from jackfield.shell.servers import ServerManager
 
 REPO = Path(__file__).resolve().parent.parent
+
 PYTHON = sys.executable
 TOKEN = "bench-hub-token-0123456789abcdef"
 AGENT_YAML = (
@@ -154,22 +157,6 @@ class Stopwatch:
 # --- waiting, processes, memory ------------------------------------------------------------
 
 
-async def until(
-    condition: Callable[[], Any], timeout: float = 60.0, what: str = "", interval: float = 0.002
-) -> None:
-    """Poll a condition with a bounded deadline.
-
-    Raises:
-        TimeoutError: the condition did not hold in time.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise TimeoutError(f"timed out waiting for {what or condition}")
-        await asyncio.sleep(interval)
-
-
 def rss_mb(pid: int | str = "self") -> float:
     """Resident set size (VmRSS) of a process, in MB (MiB)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -233,14 +220,8 @@ def make_config(root: Path) -> Path:
     return root
 
 
-def echo_doc(name: str, *flags: str, extra: str = "") -> str:
-    """An MCPServer document running tests/servers/echo.py over stdio."""
-    args = ", ".join(f'"{a}"' for a in ["-m", "tests.servers.echo", *flags])
-    return (
-        "apiVersion: jackfield/v1\nkind: MCPServer\n"
-        f"metadata: {{name: {name}}}\n"
-        f"spec:\n  command: {PYTHON}\n  args: [{args}]\n  cwd: {REPO}\n{extra}"
-    )
+echo_doc = echo_server
+"""An MCPServer document running tests/servers/echo.py over stdio."""
 
 
 def write(path: Path, text: str) -> None:
@@ -248,21 +229,6 @@ def write(path: Path, text: str) -> None:
     temp = path.with_name(f".{path.name}.tmp")
     temp.write_text(text)
     os.replace(temp, path)
-
-
-@dataclass
-class MemoryTarget:
-    """A reconciler LiveTarget that only records: the controller without server start-up."""
-
-    servers: dict[str, MCPServerSpec] = field(default_factory=dict)
-
-    async def put(
-        self, name: str, spec: MCPServerSpec, connection: Connection, *, reconnect: bool
-    ) -> None:
-        self.servers[name] = spec
-
-    async def remove(self, name: str) -> None:
-        self.servers.pop(name, None)
 
 
 # --- the in-process stack ------------------------------------------------------------------------
@@ -293,21 +259,10 @@ class Stack:
 
 @contextlib.asynccontextmanager
 async def live_stack(root: Path) -> AsyncIterator[Stack]:
-    """reconciler -> manager -> hub over `root`, with production timings and no trigger but the
-    first pass (callers trigger). The 60 s safety-net resync is off so it cannot skew timings."""
-    async with ServerManager() as manager:
-        hub = ToolHub(manager, host="127.0.0.1", port=0, token=TOKEN)
-        reconciler = Reconciler(
-            config_dir=root, env=dict(os.environ), target=manager, store=None,
-            resync_interval=24 * 3600.0,
-        )  # fmt: skip
-        reconciler.listeners.append(hub.set_snapshot)
-        await hub.start()
-        task = asyncio.create_task(reconciler.run(), name="bench-reconciler")
-        try:
-            await asyncio.wait_for(reconciler.wait_first_pass(), 60)
-            yield Stack(root, manager, hub, reconciler)
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            await hub.stop()
+    """reconciler -> manager -> hub over `root` (`app.build`), with production timings and no
+    trigger but the first pass (callers trigger). The 60 s safety-net resync is off so it cannot
+    skew timings."""
+    settings = Settings(_env_file=None, config_dir=root, hub_port=0, resync_interval=24 * 3600.0)
+    controller = build(settings, hub_token=TOKEN, env=dict(os.environ), watch=False)
+    async with controller.running(first_pass=60):
+        yield Stack(root, controller.manager, controller.hub, controller.reconciler)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from livekit.agents import AgentSession
-from tests.agent_support import ScriptedLLM
+from tests.support.agent import ScriptedLLM
 from watchfiles import awatch
 
 from bench.common import (

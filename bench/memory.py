@@ -100,7 +100,7 @@ async def controller_child(sizes: list[int]) -> dict[str, float]:
 
 async def job_child(url: str, token: str) -> dict[str, float]:
     from livekit.agents import AgentSession
-    from tests.agent_support import ScriptedLLM
+    from tests.support.agent import ScriptedLLM
 
     from jackfield.shell.agent import live_agent
 
@@ -120,8 +120,8 @@ async def job_child(url: str, token: str) -> dict[str, float]:
 async def native_child(n: int) -> dict[str, float]:
     from livekit.agents import Agent, AgentSession
     from livekit.agents.llm.mcp import MCPServerStdio, MCPToolset
-    from tests.agent_support import ScriptedLLM
     from tests.servers.echo import ALL_TOOLS
+    from tests.support.agent import ScriptedLLM
 
     def only(name: str | None) -> Callable[[Any], bool]:
         return lambda tool: bool(tool.id == name)

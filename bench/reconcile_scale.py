@@ -29,8 +29,8 @@ from bench.common import (
     write,
 )
 from jackfield.reconciler import LiveTarget, Reconciler
-from jackfield.shell.manager import ServerManager
 from jackfield.shell.persistence import Persistence
+from jackfield.shell.servers import ServerManager
 from jackfield.shell.store import Store
 
 NAME = "reconcile"

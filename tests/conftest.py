@@ -1,4 +1,4 @@
-"""Shared fixtures. Area-specific helpers live in tests/<area>_support.py modules."""
+"""Shared fixtures. Area-specific helpers live in the tests/support/ package."""
 
 from __future__ import annotations
 

@@ -13,9 +13,9 @@ import pytest
 from livekit.agents import AgentSession
 
 from jackfield.shell.agent import LiveAgent, live_agent
-from tests.agent_support import ScriptedLLM
-from tests.controller_support import until
-from tests.live_support import TOKEN, Stack, echo_server, echo_stack
+from tests.support.agent import ScriptedLLM
+from tests.support.controller import until
+from tests.support.live import TOKEN, Stack, echo_server, echo_stack
 
 pytestmark = pytest.mark.timeout(90)
 

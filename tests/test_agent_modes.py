@@ -19,9 +19,9 @@ from jackfield.core.status import Status
 from jackfield.core.turns import ineffective_fields, pipeline_turn_handling, realtime_turn_detection
 from jackfield.reconciler import Reconciler
 from jackfield.spec.models import AgentDocument, AgentSpec, TurnSpec
-from tests.config_support import errors_of, load_dir, write
-from tests.controller_support import MemoryTarget
-from tests.status_support import FakeProvider, sample_status, serving
+from tests.support.config import errors_of, load_dir, write
+from tests.support.controller import MemoryTarget
+from tests.support.status import FakeProvider, sample_status, serving
 from tests.test_cli_config import run
 
 TEMPERATURE = (

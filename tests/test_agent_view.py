@@ -14,7 +14,7 @@ from jackfield.core.desired import Snapshot, build_snapshot
 from jackfield.core.loading import SourceFile
 from jackfield.core.status import AgentStatus
 from jackfield.shell.metrics import Metrics
-from tests.status_support import HOSTILE, sample_status
+from tests.support.status import HOSTILE, sample_status
 
 AGENT = (
     "apiVersion: jackfield/v1\nkind: Agent\nmetadata: {name: assistant}\n"

@@ -17,13 +17,13 @@ import pytest
 
 import jackfield.shell.persistence
 from jackfield.app import App
-from jackfield.core.governance import arguments_hash, redacted_json
+from jackfield.core.limits import arguments_hash, redacted_json
 from jackfield.core.status import utcnow
 from jackfield.settings import Settings
 from jackfield.shell.store import AuditRecord, Store
 from tests.conftest import REPO
-from tests.controller_support import until
-from tests.store_support import (  # noqa: F401 (fixtures)
+from tests.support.controller import until
+from tests.support.store import (  # noqa: F401 (fixtures)
     dump,
     postgres_url_fixture,
     query,

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from jackfield.cli import main
-from jackfield.core.governance import arguments_hash
+from jackfield.core.limits import arguments_hash
 from jackfield.core.status import utcnow
 from jackfield.shell.store import AuditRecord, Store
-from tests.store_support import (  # noqa: F401 (fixtures)
+from tests.support.store import (  # noqa: F401 (fixtures)
     postgres_url_fixture,
     store_url_fixture,
 )

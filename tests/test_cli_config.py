@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from jackfield.spec.schema import render_all
-from tests.config_support import server_yaml, write
+from tests.support.config import server_yaml, write
 
 REPO = Path(__file__).resolve().parent.parent
 JACKFIELD = [sys.executable, "-m", "jackfield.cli"]

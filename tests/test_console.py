@@ -1,5 +1,5 @@
 """`jackfield console` as a user runs it: a subprocess reading stdin, with real MCP servers and
-the real OpenAI plugin pointed at the OpenAI-compatible stub (tests/openai_stub.py)."""
+the real OpenAI plugin pointed at the OpenAI-compatible stub (tests/support/openai_stub.py)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from tests.live_support import echo_server
-from tests.openai_stub import OpenAIStub
-from tests.process_support import HUB_TOKEN, JACKFIELD, jackfield_run, plain_config
+from tests.support.live import echo_server
+from tests.support.openai_stub import OpenAIStub
+from tests.support.process import HUB_TOKEN, JACKFIELD, jackfield_run, plain_config
 
 pytestmark = pytest.mark.timeout(90)
 

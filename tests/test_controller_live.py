@@ -8,8 +8,8 @@ import shutil
 from pathlib import Path
 
 from jackfield.reconciler import Reconciler
-from tests.config_support import AGENT, server_yaml, write
-from tests.controller_support import running, settled, until
+from tests.support.config import AGENT, server_yaml, write
+from tests.support.controller import running, settled, until
 
 
 def ready(reconciler: Reconciler) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from jackfield.core.dashboard import BADGE
-from tests.status_support import SERVERS, FakeProvider, sample_status, serving
+from tests.support.status import SERVERS, FakeProvider, sample_status, serving
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

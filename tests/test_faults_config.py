@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from jackfield.core.loading import MAX_FILE_BYTES
-from tests.config_support import errors_of, load_dir, server_yaml, write
 from tests.conftest import IN_CI
-from tests.controller_support import running, settled, until
+from tests.support.config import errors_of, load_dir, server_yaml, write
+from tests.support.controller import running, settled, until
 
 pytestmark = pytest.mark.faults
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.process_support import (
+from tests.support.process import (
     CRASHER,
     assert_clean_exit,
     catches,

@@ -32,7 +32,7 @@ from alembic.script import ScriptDirectory
 
 from jackfield.shell.store import MIGRATIONS, create_engine
 from tests.conftest import IN_CI
-from tests.process_support import (
+from tests.support.process import (
     assert_clean_exit,
     echo_yaml,
     free_port,

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from jackfield.core.governance import Bucket, arguments_hash, limits_for
-from jackfield.shell.governance import Governor, Rejected
+from jackfield.core.limits import Bucket, arguments_hash, limits_for
+from jackfield.shell.gates import Governor, Rejected
 from jackfield.spec.models import MCPServerSpec
 
 

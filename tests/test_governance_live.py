@@ -18,12 +18,12 @@ import pytest
 from jackfield.app import App
 from jackfield.core.connection import resolve
 from jackfield.settings import Settings
-from jackfield.shell.governance import MAX_CACHED, Governor
-from jackfield.shell.manager import CallEvent, ServerManager, text_of
+from jackfield.shell.gates import MAX_CACHED, Governor
+from jackfield.shell.servers import CallEvent, ServerManager, text_of
 from jackfield.spec.models import MCPServerSpec
 from tests.conftest import REPO
-from tests.controller_support import until
-from tests.live_support import FAST
+from tests.support.controller import until
+from tests.support.live import FAST
 
 SLOW = 1.5
 """Seconds the `slow` tool sleeps: every admitted call is in flight at least this long, which

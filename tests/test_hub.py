@@ -21,8 +21,8 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 
 from jackfield.shell.hub import PROMPT_NAME, SESSION_HEADER
-from tests.controller_support import until
-from tests.live_support import TOKEN, Stack, echo_server, echo_stack, live_stack
+from tests.support.controller import until
+from tests.support.live import TOKEN, Stack, echo_server, echo_stack, live_stack
 
 pytestmark = pytest.mark.timeout(60)
 

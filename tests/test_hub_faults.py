@@ -16,8 +16,8 @@ import mcp_types
 import pytest
 from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE
 
-from tests.controller_support import until
-from tests.live_support import TOKEN, Stack, echo_server, echo_stack, live_stack
+from tests.support.controller import until
+from tests.support.live import TOKEN, Stack, echo_server, echo_stack, live_stack
 from tests.test_hub import INITIALIZE, hub_client, text
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(60)]

@@ -16,9 +16,9 @@ from jackfield.core.agent_view import EVENTS_PATH, SESSION_HEADER
 from jackfield.shell.agent import FILLER, NO_HUB_INSTRUCTIONS
 from jackfield.shell.hub import ToolHub
 from jackfield.shell.hub_link import UNREACHABLE
-from jackfield.shell.manager import CallEvent
-from tests.controller_support import until
-from tests.job_support import (
+from jackfield.shell.servers import CallEvent
+from tests.support.controller import until
+from tests.support.jobs import (
     PIPELINE_AGENT,
     REALTIME_AGENT,
     TURN,
@@ -27,9 +27,9 @@ from tests.job_support import (
     said,
     tool_calls,
 )
-from tests.live_support import TOKEN, Stack, echo_server, echo_stack
-from tests.openai_stub import OpenAIStub
-from tests.realtime_stub import RealtimeStub
+from tests.support.live import TOKEN, Stack, echo_server, echo_stack
+from tests.support.openai_stub import OpenAIStub
+from tests.support.realtime_stub import RealtimeStub
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -13,9 +13,9 @@ import pytest
 
 from jackfield.shell.text_link import TextLink
 from tests.conftest import REPO
-from tests.job_support import JOB_START, PIPELINE_AGENT, TURN, said, tool_calls
-from tests.openai_stub import OpenAIStub
-from tests.process_support import (
+from tests.support.jobs import JOB_START, PIPELINE_AGENT, TURN, said, tool_calls
+from tests.support.openai_stub import OpenAIStub
+from tests.support.process import (
     MARK_VAR,
     assert_clean_exit,
     echo_yaml,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from jackfield.core.loading import MAX_FILE_BYTES, SourceFile, load_file
-from tests.config_support import AGENT, errors_of, load_dir, server_yaml, write
+from tests.support.config import AGENT, errors_of, load_dir, server_yaml, write
 
 
 def where(root: Path, env: dict[str, str] | None = None) -> list[tuple[str, int, int]]:

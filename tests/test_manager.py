@@ -15,10 +15,11 @@ import pytest
 
 from jackfield.core.catalog import CatalogChange
 from jackfield.core.connection import resolve
-from jackfield.shell.manager import CallEvent, ServerManager, text_of
+from jackfield.shell.servers import CallEvent, ServerManager, text_of
 from jackfield.shell.stdio import Tail
 from tests.conftest import IN_CI
-from tests.manager_support import (
+from tests.servers.echo import ALL_TOOLS
+from tests.support.manager import (
     checked_manager,
     echo_spec,
     plug,
@@ -29,7 +30,6 @@ from tests.manager_support import (
     settle,
     stdio_spec,
 )
-from tests.servers.echo import ALL_TOOLS
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -22,11 +22,12 @@ from pathlib import Path
 import pytest
 
 from jackfield.core.catalog import CatalogChange
-from jackfield.shell.manager import ServerManager, text_of
+from jackfield.shell.servers import ServerManager, text_of
 from jackfield.shell.supervisor import ProtocolMode, Timing
 from tests.conftest import REPO
-from tests.controller_support import until
-from tests.manager_support import (
+from tests.servers.launch import spawn
+from tests.support.controller import until
+from tests.support.manager import (
     FAST,
     WAIT,
     checked_manager,
@@ -44,7 +45,6 @@ from tests.manager_support import (
     stdio_spec,
     zombies,
 )
-from tests.servers.launch import spawn
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(90)]
 
@@ -510,7 +510,7 @@ async def test_closing_the_manager_stops_every_server_and_the_warden() -> None:
 HOST = """
 import asyncio, sys
 from jackfield.core.connection import resolve
-from jackfield.shell.manager import ServerManager
+from jackfield.shell.servers import ServerManager
 from jackfield.spec.models import MCPServerSpec
 
 async def main() -> None:

@@ -10,10 +10,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from jackfield.shell.manager import ServerManager
+from jackfield.shell.servers import ServerManager
 from tests.conftest import REPO
-from tests.controller_support import until
-from tests.manager_support import (
+from tests.servers.launch import spawn
+from tests.support.controller import until
+from tests.support.manager import (
     WAIT,
     checked_manager,
     plug,
@@ -22,7 +23,6 @@ from tests.manager_support import (
     settle,
     stdio_spec,
 )
-from tests.servers.launch import spawn
 
 pytestmark = pytest.mark.faults
 

@@ -6,7 +6,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from jackfield.core.status import SERVER_STATES, ServerStatus
 from jackfield.shell.metrics import Metrics
-from tests.status_support import SERVERS, T0
+from tests.support.status import SERVERS, T0
 
 Sample = tuple[str, frozenset[tuple[str, str]]]
 

@@ -1,6 +1,7 @@
 """The model stubs against the real plugin code: `openai.TTS`, `openai.STT` and a real
-`AgentSession` on `openai.realtime.RealtimeModel` talk over real sockets to tests/openai_stub.py
-and tests/realtime_stub.py. Nothing of livekit or openai is mocked."""
+`AgentSession` on `openai.realtime.RealtimeModel` talk over real sockets to
+tests/support/openai_stub.py and tests/support/realtime_stub.py. Nothing of livekit or openai is
+mocked."""
 
 from __future__ import annotations
 
@@ -25,8 +26,8 @@ from livekit.agents.voice.run_result import (
 from livekit.plugins import openai
 from livekit.plugins.openai.realtime import RealtimeModel
 
-from tests.openai_stub import OpenAIStub
-from tests.realtime_stub import GREETING, RealtimeStub, Refusal
+from tests.support.openai_stub import OpenAIStub
+from tests.support.realtime_stub import GREETING, RealtimeStub, Refusal
 
 pytestmark = pytest.mark.timeout(30)
 

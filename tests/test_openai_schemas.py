@@ -1,6 +1,6 @@
 """Real MCP tool schemas through the real `livekit.plugins.openai.LLM`: a real AgentSession (text
 mode) with a LiveAgent on the live stack talks to an OpenAI-compatible stub that checks every
-tool definition the way a provider would (tests/openai_stub.py)."""
+tool definition the way a provider would (tests/support/openai_stub.py)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from livekit.plugins import openai
 
 from jackfield.shell.agent import live_agent
 from tests.conftest import IN_CI
-from tests.live_support import TOKEN, Stack, echo_server, live_stack
-from tests.openai_stub import OpenAIStub
+from tests.support.live import TOKEN, Stack, echo_server, live_stack
+from tests.support.openai_stub import OpenAIStub
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from jackfield.core.desired import ParseCache, build_snapshot
 from jackfield.shell.sources import scan
-from tests.config_support import server_yaml, write
+from tests.support.config import server_yaml, write
 
 
 def test_the_cache_gives_the_same_snapshot_and_drops_files_that_are_gone(

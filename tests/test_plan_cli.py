@@ -10,9 +10,9 @@ from jackfield.core.plan_render import render, shown
 from jackfield.core.planning import Applied, Key, plan
 from jackfield.core.reconcile import applied_view
 from jackfield.shell.store import Store
-from tests.config_support import load_dir, server_yaml, write
 from tests.conftest import run_jackfield
-from tests.store_support import (  # noqa: F401 (fixtures)
+from tests.support.config import load_dir, server_yaml, write
+from tests.support.store import (  # noqa: F401 (fixtures)
     postgres_url_fixture,
     store_url_fixture,
 )

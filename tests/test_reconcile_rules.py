@@ -31,7 +31,7 @@ from jackfield.core.reconcile import (
 )
 from jackfield.core.status import Condition, ConfigStatus, HistoryEntry
 from jackfield.errors import ConfigError
-from tests.config_support import AGENT, server_yaml
+from tests.support.config import AGENT, server_yaml
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 NOW = T0 + timedelta(minutes=5)

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.process_support import (
+from tests.support.process import (
     AGENT_YAML,
     ConfigMapVolume,
     assert_clean_exit,

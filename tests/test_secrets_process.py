@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.process_support import echo_yaml, hub_client, jackfield_run, plain_config
+from tests.support.process import echo_yaml, hub_client, jackfield_run, plain_config
 
 SECRET = "sk-planted-7f3a9c21e8"
 pytestmark = pytest.mark.faults

@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from jackfield.commands.status import table
-from tests.status_support import HOSTILE, FakeProvider, run_cli, sample_status, serving
+from tests.support.status import HOSTILE, FakeProvider, run_cli, sample_status, serving
 
 ROUTES = ["/", "/status", "/status/servers/time", "/livez", "/healthz", "/readyz", "/metrics"]
 PROBES = ["/livez", "/healthz", "/readyz"]

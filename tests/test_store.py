@@ -16,9 +16,9 @@ from jackfield.core.planning import plan
 from jackfield.core.status import ServerStatus
 from jackfield.shell.persistence import Persistence
 from jackfield.shell.store import AuditRecord, PassRecord, Store, StoreUnavailable, metadata
-from tests.config_support import load_dir, server_yaml, write
-from tests.controller_support import running, settled, until
-from tests.store_support import (  # noqa: F401 (fixtures)
+from tests.support.config import load_dir, server_yaml, write
+from tests.support.controller import running, settled, until
+from tests.support.store import (  # noqa: F401 (fixtures)
     dump,
     postgres_url_fixture,
     query,

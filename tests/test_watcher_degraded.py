@@ -11,8 +11,8 @@ import pytest
 import watchfiles
 
 from jackfield.shell import watcher as watcher_module
-from tests.config_support import server_yaml
-from tests.controller_support import running, settled
+from tests.support.config import server_yaml
+from tests.support.controller import running, settled
 
 pytestmark = pytest.mark.faults
 

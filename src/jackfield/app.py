@@ -19,27 +19,107 @@ import contextlib
 import logging
 import secrets
 import signal
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from jackfield.core.desired import Snapshot
-from jackfield.core.governance import arguments_hash
+from jackfield.core.lifecycle import DEFAULT_TIMING, Timing
+from jackfield.core.limits import arguments_hash
 from jackfield.core.status import AgentStatus, Status, utcnow
-from jackfield.reconciler import PassResult, Reconciler
+from jackfield.reconciler import PassResult, PassStore, Reconciler
 from jackfield.settings import Settings, agent_reason, environment
 from jackfield.shell.http import StatusServer
 from jackfield.shell.hub import ToolHub
-from jackfield.shell.logs import configure_logging, register_secrets
-from jackfield.shell.manager import CallEvent, ServerManager
+from jackfield.shell.logs import configure_logging
 from jackfield.shell.metrics import Metrics
 from jackfield.shell.persistence import Persistence
+from jackfield.shell.redaction import register_secrets
+from jackfield.shell.servers import CallEvent, ServerManager
 from jackfield.shell.store import AuditRecord
 from jackfield.shell.text_link import TextLinkAddress
 from jackfield.shell.watcher import ConfigWatcher
 from jackfield.shell.worker import Worker, WorkerOptions
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Controller:
+    """What every jackfield process wires the same way: the live MCP servers, the hub that
+    serves them, the reconciler that applies the files to them, and the watcher that triggers
+    it. Applied snapshots reach the hub; file events trigger passes."""
+
+    manager: ServerManager
+    hub: ToolHub
+    reconciler: Reconciler
+    watcher: ConfigWatcher | None
+
+    @contextlib.asynccontextmanager
+    async def running(self, *, first_pass: float | None = 60.0) -> AsyncIterator[Controller]:
+        """The servers' manager open and the hub serving; the reconciler and the watcher in
+        one TaskGroup for the block (after the first pass, bounded by `first_pass` seconds);
+        then the tasks stop, the hub, and every server."""
+        async with self.manager:
+            await self.hub.start()
+            runner = asyncio.create_task(self._run(), name="controller")
+            try:
+                async with asyncio.timeout(first_pass):
+                    await _first_of(self.reconciler.wait_first_pass(), runner)
+                yield self
+            finally:
+                runner.cancel()
+                await asyncio.gather(runner, return_exceptions=True)
+                await self.hub.stop()
+
+    async def _run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.reconciler.run(), name="reconciler")
+            if self.watcher is not None:
+                group.create_task(self.watcher.run(), name="watcher")
+
+
+async def _first_of(waiting: Awaitable[None], runner: asyncio.Task[None]) -> None:
+    """Wait for `waiting`; if the runner dies first, raise what killed it."""
+    wait = asyncio.ensure_future(waiting)
+    done, _ = await asyncio.wait({wait, runner}, return_when=asyncio.FIRST_COMPLETED)
+    if wait not in done:
+        wait.cancel()
+        await runner  # raises what stopped the controller
+        raise RuntimeError("the controller stopped before its first pass")
+
+
+def build(
+    settings: Settings,
+    *,
+    hub_token: str,
+    env: Mapping[str, str] | None = None,
+    store: PassStore | None = None,
+    timing: Timing = DEFAULT_TIMING,
+    observer: Callable[[CallEvent], None] | None = None,
+    on_file_event: Callable[[], None] | None = None,
+    watch: bool = True,
+    tick_ms: int | None = None,
+) -> Controller:
+    """The controller parts from Settings (and what a caller swaps: the store, timings, the
+    call observer, the file-event hook; `watch=False` leaves triggering to the caller)."""
+    manager = ServerManager(timing=timing, observer=observer)
+    hub = ToolHub(manager, host=settings.hub_host, port=settings.hub_port, token=hub_token)
+    reconciler = Reconciler(
+        config_dir=settings.config_dir, env=environment() if env is None else env,
+        target=manager, store=store, instance_id=settings.instance_id,
+        allow_empty=settings.allow_empty, resync_interval=settings.resync_interval,
+    )  # fmt: skip
+    reconciler.listeners.append(hub.set_snapshot)
+    watcher = None
+    if watch:
+        tick = {} if tick_ms is None else {"tick_ms": tick_ms}
+        watcher = ConfigWatcher(
+            settings.config_dir, on_file_event or reconciler.trigger,
+            debounce_ms=settings.debounce_ms, force_polling=settings.force_polling, **tick,
+        )  # fmt: skip
+    return Controller(manager, hub, reconciler, watcher)
 
 
 class App:
@@ -51,34 +131,24 @@ class App:
         self.settings = settings
         self.env = environment()
         self.metrics = Metrics(servers=lambda: self.manager.statuses(), agent=self._agent_metrics)
-        self.manager = ServerManager(observer=self._on_call)
+        token = settings.hub_token.get_secret_value() if settings.hub_token else None
+        self.hub_token = token or secrets.token_urlsafe(32)
         self.persistence = Persistence(
             settings.database_url,
             instance_id=settings.instance_id,
             audit_retention=timedelta(days=settings.audit_retention_days),
-            servers=self.manager.statuses,
+            servers=lambda: self.manager.statuses(),
         )
-        token = settings.hub_token.get_secret_value() if settings.hub_token else None
-        self.hub_token = token or secrets.token_urlsafe(32)
-        self.hub = ToolHub(
-            self.manager, host=settings.hub_host, port=settings.hub_port, token=self.hub_token
-        )
-        self.reconciler = Reconciler(
-            config_dir=settings.config_dir,
-            env=self.env,
-            target=self.manager,
-            store=self.persistence,
-            instance_id=settings.instance_id,
-            allow_empty=settings.allow_empty,
-            resync_interval=settings.resync_interval,
-        )
+        self.controller = build(
+            settings, hub_token=self.hub_token, env=self.env, store=self.persistence,
+            observer=self._on_call, on_file_event=self._on_file_event,
+        )  # fmt: skip
+        self.manager = self.controller.manager
+        self.hub = self.controller.hub
+        self.reconciler = self.controller.reconciler
+        assert self.controller.watcher is not None
+        self.watcher = self.controller.watcher
         self.persistence.catch_up.append(self.reconciler.resync_store)
-        self.watcher = ConfigWatcher(
-            settings.config_dir,
-            self._on_file_event,
-            debounce_ms=settings.debounce_ms,
-            force_polling=settings.force_polling,
-        )
         status_token = settings.status_token.get_secret_value() if settings.status_token else None
         self.status_server = StatusServer(
             self, self.metrics, host=settings.status_host, port=settings.status_port,
@@ -97,7 +167,6 @@ class App:
         self.stop_requested_early: Callable[[], bool] = lambda: False
         """Set by the CLI: True when SIGTERM/SIGINT came before `run()` took the signals over."""
         self.reconciler.listeners.append(self._on_applied)
-        self.reconciler.listeners.append(self.hub.set_snapshot)
         self.reconciler.pass_listeners.append(self._on_pass)
         register_secrets(
             s.get_secret_value()
@@ -263,18 +332,21 @@ class App:
             log.info("status on %s, hub on %s", self.status_server.url, self.hub.url)
             if self.agent.reason:
                 log.info("agent off: %s", self.agent.reason)
-            spawn = asyncio.create_task
-            self._tasks = [
-                spawn(self.reconciler.run(), name="reconciler"),
-                spawn(self.watcher.run(), name="watcher"),
-                spawn(self.persistence.run(), name="store"),
-                spawn(self._publish_sessions(), name="metrics"),
-            ]
-            worker = spawn(self._run_worker(), name="agent") if self.agent.enabled else None
-            try:
-                await self.stopping.wait()
-            finally:
-                await self._shutdown(worker)
+            # one TaskGroup: a task that dies of a bug takes the process down with its traceback
+            # (the orchestrator restarts it) instead of leaving a half-alive controller
+            async with asyncio.TaskGroup() as group:
+                spawn = group.create_task
+                self._tasks = [
+                    spawn(self.reconciler.run(), name="reconciler"),
+                    spawn(self.watcher.run(), name="watcher"),
+                    spawn(self.persistence.run(), name="store"),
+                    spawn(self._publish_sessions(), name="metrics"),
+                ]
+                worker = spawn(self._run_worker(), name="agent") if self.agent.enabled else None
+                try:
+                    await self.stopping.wait()
+                finally:
+                    await self._shutdown(worker)
         await self.status_server.stop()
         await self.persistence.close()
         log.info("stopped")
@@ -325,16 +397,16 @@ class App:
 def _redacted_text(text: str | None) -> str | None:
     """A result for `audit: full`: the manager masked the called server's secrets; mask every
     other registered secret too (a server may echo another's)."""
-    from jackfield.shell import logs
+    from jackfield.shell import redaction
 
-    return None if text is None else logs.redact(text)
+    return None if text is None else redaction.redact(text)
 
 
 def _redacted_json(arguments: dict[str, Any], secrets: frozenset[str]) -> str:
     """Arguments for `audit: full`, with the server's and every registered secret masked in
     each string before encoding (a secret that JSON escapes would not match afterwards)."""
     from jackfield.core.connection import redact
-    from jackfield.core.governance import redacted_json
-    from jackfield.shell import logs
+    from jackfield.core.limits import redacted_json
+    from jackfield.shell import redaction
 
-    return redacted_json(arguments, lambda text: logs.redact(redact(text, secrets)))
+    return redacted_json(arguments, lambda text: redaction.redact(redact(text, secrets)))

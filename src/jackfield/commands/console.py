@@ -25,11 +25,11 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, TextIO
 
 from jackfield.commands._common import ConfigInvalid, add_dir_argument, config_dir, load, shown_path
-from jackfield.settings import Settings, environment
+from jackfield.settings import Settings
 
 if TYPE_CHECKING:  # the MCP and LiveKit stacks load when a chat starts, not with every command
     from jackfield.shell.hub import ToolHub
-    from jackfield.shell.manager import ServerManager
+    from jackfield.shell.servers import ServerManager
     from jackfield.shell.text_link import ConsoleEnd
     from jackfield.spec.models import AgentSpec
 
@@ -136,37 +136,13 @@ class Console:
     @contextlib.asynccontextmanager
     async def stack(self) -> AsyncIterator[ToolHub]:
         """Controller and hub, as `jackfield run` has them, without store or status server."""
-        from jackfield.reconciler import Reconciler
-        from jackfield.shell.hub import ToolHub
-        from jackfield.shell.manager import ServerManager
-        from jackfield.shell.watcher import ConfigWatcher
+        from jackfield.app import build
 
-        settings = self.settings
-        async with ServerManager() as manager:
-            hub = ToolHub(manager, host="127.0.0.1", port=0, token=secrets.token_urlsafe(32))
-            reconciler = Reconciler(
-                config_dir=settings.config_dir, env=environment(), target=manager, store=None,
-                allow_empty=settings.allow_empty, resync_interval=settings.resync_interval,
-            )  # fmt: skip
-            reconciler.listeners.append(hub.set_snapshot)
-            watcher = ConfigWatcher(
-                settings.config_dir, reconciler.trigger, debounce_ms=settings.debounce_ms,
-                force_polling=settings.force_polling,
-            )  # fmt: skip
-            await hub.start()
-            tasks = [
-                asyncio.create_task(reconciler.run(), name="reconciler"),
-                asyncio.create_task(watcher.run(), name="watcher"),
-            ]
-            try:
-                await reconciler.wait_first_pass()
-                await self._connected(manager)
-                yield hub
-            finally:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-                await hub.stop()
+        local = self.settings.model_copy(update={"hub_host": "127.0.0.1", "hub_port": 0})
+        controller = build(local, hub_token=secrets.token_urlsafe(32))
+        async with controller.running(first_pass=None):
+            await self._connected(controller.manager)
+            yield controller.hub
 
     async def _connected(self, manager: ServerManager) -> None:
         """Wait, bounded, until every server has connected or given up for now."""

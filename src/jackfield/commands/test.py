@@ -24,7 +24,7 @@ from jackfield.settings import environment
 
 if TYPE_CHECKING:  # the manager (and the SDK behind it) loads only when this command runs
     from jackfield.core.catalog import Entry
-    from jackfield.shell.manager import ServerManager
+    from jackfield.shell.servers import ServerManager
     from jackfield.shell.supervisor import Supervisor
     from jackfield.spec.models import MCPServerSpec
 
@@ -127,7 +127,7 @@ def _spec(name: str, root: Path, timeout: float | None) -> MCPServerSpec:
 
 
 async def _test(name: str, spec: MCPServerSpec, call: str | None, arguments: dict[str, Any]) -> int:
-    from jackfield.shell.manager import ServerManager
+    from jackfield.shell.servers import ServerManager
 
     try:
         connection = resolve(spec, environment())
@@ -210,7 +210,7 @@ async def _call(
         names = ", ".join(e.name for e in entries) or "none"
         print(f"jackfield test: {name} has no tool {tool!r} (tools: {names})", file=sys.stderr)
         return 1
-    from jackfield.shell.manager import text_of
+    from jackfield.shell.servers import text_of
 
     started = time.monotonic()
     result = await manager.call(entry.name, arguments)

@@ -18,7 +18,8 @@ from typing import Any
 
 from jackfield.core import instructions
 from jackfield.core.catalog import Entry
-from jackfield.core.desired import Snapshot, canonical, sha256
+from jackfield.core.desired import Snapshot
+from jackfield.core.hashing import canonical, sha256
 from jackfield.core.status import SERVING_STATES
 
 AGENT_VIEW_URI = "jackfield://agent"

@@ -7,11 +7,11 @@ reformat, or moving a document to another file does not change it.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from jackfield.core.hashing import canonical, sha256
 from jackfield.core.loading import LoadedDocument, SourceFile, kind_allowed, load_file
 from jackfield.errors import ConfigError, ConfigInvalid
 from jackfield.spec.models import AgentDocument, Document, MCPServerDocument, PromptDocument
@@ -19,15 +19,6 @@ from jackfield.spec.models import AgentDocument, Document, MCPServerDocument, Pr
 D = TypeVar("D", AgentDocument, MCPServerDocument, PromptDocument)
 
 AGENT_FILE = "agent.yaml"
-
-
-def canonical(value: Any) -> str:
-    """The one JSON text of a value: sorted keys, no whitespace."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def sha256(text: str) -> str:
-    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
 def normalised(document: Document) -> dict[str, Any]:

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from fnmatch import fnmatchcase
 
-from jackfield.core.desired import Snapshot, sha256
+from jackfield.core.desired import Snapshot
+from jackfield.core.hashing import sha256
 
 
 def selects(globs: Iterable[str], server: str) -> bool:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from jackfield.core.desired import canonical
+from jackfield.core.hashing import canonical
 from jackfield.core.planning import Applied, Change, Key, Plan
 
 MASK = "(sensitive)"

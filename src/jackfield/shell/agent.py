@@ -32,7 +32,7 @@ from livekit.agents.voice import room_io
 from livekit.agents.voice.events import CloseEvent, ErrorEvent
 from livekit.agents.voice.turn import TurnHandlingOptions
 
-from jackfield.core.desired import sha256
+from jackfield.core.hashing import sha256
 from jackfield.core.turns import pipeline_turn_handling, realtime_turn_detection
 from jackfield.shell.hub_link import UNREACHABLE, HubLink, HubUnavailable
 from jackfield.shell.text_link import JobChannel, TextLinkAddress

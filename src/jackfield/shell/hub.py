@@ -43,7 +43,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from jackfield import __version__
-from jackfield.core import results
+from jackfield.core import tool_results as results
 from jackfield.core.agent_view import (
     AGENT_VIEW_URI,
     EVENTS_PATH,
@@ -56,7 +56,7 @@ from jackfield.core.agent_view import (
 from jackfield.core.catalog import CatalogChange, Entry
 from jackfield.core.desired import Snapshot
 from jackfield.core.status import SERVING_STATES, HubStatus
-from jackfield.shell.manager import ServerManager, error_result
+from jackfield.shell.servers import ServerManager, error_result
 
 log = logging.getLogger(__name__)
 

@@ -1,46 +1,21 @@
-"""Logging: one stderr handler on the root logger, JSON lines or text, and secret redaction.
+"""Logging: one stderr handler on the root logger, JSON lines or text, secrets masked.
 
-Every value registered with `register_secrets` (the expanded `${VAR}` values, tokens) is
-replaced by `********` in the final message, in exception text and in stack text, whatever
-logger emitted the record.
+Every value registered with `register_secrets` (`shell/redaction.py`: the expanded `${VAR}`
+values, tokens) is replaced by `********` in the final message, in exception text and in stack
+text, whatever logger emitted the record.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
-import threading
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-MASK = "********"
-MIN_SECRET_LENGTH = 4
-"""Shorter values would mask ordinary words and digits; they are not secrets worth the noise."""
+from jackfield.shell.redaction import MASK, pattern, redact, register_secrets
 
-_lock = threading.Lock()
-_secrets: frozenset[str] = frozenset()
-_pattern: re.Pattern[str] | None = None
-
-
-def register_secrets(values: Iterable[str]) -> None:
-    """Add values to the process-wide redaction set (values shorter than 4 are ignored)."""
-    global _secrets, _pattern
-    with _lock:
-        merged = _secrets | {v for v in values if len(v) >= MIN_SECRET_LENGTH}
-        if merged == _secrets:
-            return
-        # Longest first, so a secret containing another is masked whole.
-        alternatives = sorted(merged, key=lambda v: (-len(v), v))
-        _secrets, _pattern = merged, re.compile("|".join(map(re.escape, alternatives)))
-
-
-def redact(text: str) -> str:
-    """`text` with every registered secret replaced by `********`."""
-    pattern = _pattern
-    return text if pattern is None else pattern.sub(MASK, text)
+__all__ = ["MASK", "RedactingFilter", "configure_logging", "redact", "register_secrets"]
 
 
 class RedactingFilter(logging.Filter):
@@ -50,7 +25,7 @@ class RedactingFilter(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if _pattern is None:
+        if pattern() is None:
             return True
         record.msg = redact(record.getMessage())
         record.args = None

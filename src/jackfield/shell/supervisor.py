@@ -28,7 +28,8 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED, INVALID_PARAMS, REQUEST_TIMEOUT
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
-from jackfield.core import lifecycle, results
+from jackfield.core import lifecycle
+from jackfield.core import tool_results as results
 from jackfield.core.catalog import UpstreamTool
 from jackfield.core.connection import Connection, redact
 from jackfield.core.failures import failure_of

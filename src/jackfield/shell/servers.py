@@ -17,12 +17,12 @@ from typing import Any
 
 import mcp_types
 
-from jackfield.core import results
+from jackfield.core import tool_results as results
 from jackfield.core.catalog import Catalog, CatalogChange, build, compare, server_entries
 from jackfield.core.connection import Connection, redact
-from jackfield.core.governance import server_limits
+from jackfield.core.limits import server_limits
 from jackfield.core.status import ServerStatus
-from jackfield.shell.governance import Governor, Rejected
+from jackfield.shell.gates import Governor, Rejected
 from jackfield.shell.stdio import Warden
 from jackfield.shell.supervisor import (
     DEFAULT_TIMING,

@@ -13,6 +13,9 @@ from jackfield.core.connection import Connection
 from jackfield.reconciler import PassStore, Reconciler
 from jackfield.shell.watcher import ConfigWatcher
 from jackfield.spec.models import MCPServerSpec
+from tests.support.polling import until
+
+__all__ = ["MemoryTarget", "running", "settled", "until"]
 
 
 @dataclass
@@ -42,16 +45,6 @@ class MemoryTarget:
 async def settled(reconciler: Reconciler, condition: Callable[[], Any], what: str = "") -> None:
     """Wait until the condition holds with no reconcile pass running or pending."""
     await until(lambda: reconciler.settled and condition(), what=what)
-
-
-async def until(condition: Callable[[], Any], timeout: float = 10.0, what: str = "") -> None:
-    """Poll a condition with a bounded deadline (no fixed sleeps)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what or condition}")
-        await asyncio.sleep(0.01)
 
 
 @contextlib.asynccontextmanager

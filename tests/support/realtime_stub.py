@@ -8,7 +8,7 @@ the client turns it into `ws://127.0.0.1:PORT/v1/realtime?model=...`.
 Each connection keeps its own conversation, as the real server does: `session.update` is merged
 and answered with `session.updated`; `conversation.item.create`/`.delete`/`.truncate` are applied
 and confirmed (`conversation.item.added` + `conversation.item.done`, `.deleted`, `.truncated`);
-`response.create` is scripted like tests/openai_stub.py, from the last conversation item:
+`response.create` is scripted like tests/support/openai_stub.py, from the last conversation item:
 
   a `function_call_output`          -> "The tool said: <its output>"
   a user message `call TOOL {json}` -> one function call (name TOOL, arguments the json)
@@ -50,7 +50,7 @@ from typing import Any, Literal
 
 from aiohttp import WSMsgType, web
 
-from tests.stub_server import StubServer
+from tests.support.stub_server import StubServer
 
 Refusal = Literal["http", "fatal"]
 

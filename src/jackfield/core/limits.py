@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from jackfield.core.desired import canonical
+from jackfield.core.hashing import canonical
 from jackfield.spec.models import MCPServerSpec
 
 DEFAULT_MAX_QUEUED = 16

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jackfield.core.results import cap, speakable, timed_out, unavailable, unknown_tool
+from jackfield.core.tool_results import cap, speakable, timed_out, unavailable, unknown_tool
 
 MARKER = re.compile(r"\n\[\.\.\. (\d+) bytes cut by jackfield \(limit (\d+)\) \.\.\.\]\n")
 

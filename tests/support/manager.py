@@ -21,12 +21,12 @@ from typing import Any
 
 from jackfield.core.catalog import CatalogChange
 from jackfield.core.connection import resolve
-from jackfield.shell.manager import ServerManager
+from jackfield.shell.servers import ServerManager
 from jackfield.shell.supervisor import ProtocolMode, Supervisor, Timing
 from jackfield.spec.models import MCPServerSpec
 from tests.conftest import REPO
-from tests.controller_support import until
 from tests.servers.launch import Process, spawn
+from tests.support.controller import until
 
 WAIT = 45.0
 """Bound on anything we wait for; never reached when things work (the machine may be busy)."""

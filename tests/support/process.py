@@ -33,7 +33,8 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult
 
-from tests.conftest import REPO
+from tests.support.polling import poll as poll  # re-exported: the process tests poll too
+from tests.support.servers import echo_server
 
 T = TypeVar("T")
 
@@ -54,20 +55,6 @@ AGENT_YAML = (
 
 
 # --------------------------------------------------------------------------- polling
-
-
-def poll(
-    probe: Callable[[], T | None], *, timeout: float = WAIT, what: str = "", every: float = 0.05
-) -> T:
-    """Call `probe` until it returns something truthy (returned) or the deadline passes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = probe()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what or probe}")
-        time.sleep(every)
 
 
 def free_port() -> int:
@@ -213,14 +200,8 @@ def catches(pid: int, sig: signal.Signals) -> bool:
 
 
 def echo_yaml(name: str, *flags: str, extra: str = "") -> str:
-    """An MCPServer running tests/servers/echo.py over stdio."""
-    args = ", ".join(f'"{a}"' for a in ["-m", "tests.servers.echo", *flags])
-    return (
-        "apiVersion: jackfield/v1\nkind: MCPServer\n"
-        f"metadata: {{name: {name}}}\n"
-        f"spec:\n  command: {sys.executable}\n  args: [{args}]\n  cwd: {REPO}\n"
-        f"  env: {{{MARK_VAR}: {MARK}}}\n{extra}"
-    )
+    """An MCPServer running tests/servers/echo.py over stdio, carrying the leak MARK."""
+    return echo_server(name, *flags, extra=extra, env={MARK_VAR: MARK})
 
 
 CRASHER = r"""

@@ -17,7 +17,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from jackfield.core.governance import Bucket, Limits, arguments_hash, limits_for, server_limits
+from jackfield.core.limits import Bucket, Limits, arguments_hash, limits_for, server_limits
 from jackfield.spec.models import MCPServerSpec
 
 MAX_CACHED = 1024

@@ -18,8 +18,8 @@ from typing import Any
 from jackfield.shell.agent import JobConfig, JobEntry
 from jackfield.shell.text_link import ConsoleEnd, TextLink
 from jackfield.shell.worker import Worker, WorkerOptions
-from tests.openai_stub import OpenAIStub
-from tests.realtime_stub import RealtimeStub
+from tests.support.openai_stub import OpenAIStub
+from tests.support.realtime_stub import RealtimeStub
 
 JOB_START = 60.0
 """Seconds a job may take to come up (a cold forkserver imports livekit on a loaded machine)."""

@@ -40,7 +40,7 @@ from aiohttp import web
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
-from tests.stub_server import StubServer
+from tests.support.stub_server import StubServer
 
 NAME_RULE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 """What OpenAI accepts as a function name."""

@@ -5,36 +5,28 @@ Servers are real processes (tests/servers/echo.py, mcp-server-time); only timing
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from jackfield.app import build
 from jackfield.reconciler import Reconciler
+from jackfield.settings import Settings
 from jackfield.shell.hub import ToolHub
-from jackfield.shell.manager import ServerManager
+from jackfield.shell.servers import ServerManager
 from jackfield.shell.supervisor import Timing
 from jackfield.shell.watcher import ConfigWatcher
-from tests.conftest import REPO
-from tests.controller_support import until
+from tests.support.controller import until
+from tests.support.servers import echo_server
+
+__all__ = ["FAST", "TOKEN", "Stack", "echo_server", "echo_stack", "live_stack"]
 
 TOKEN = "test-hub-token-0123456789"
 FAST = Timing(backoff_base=0.05, backoff_cap=0.5, grace=0.5)
 """Quick restarts and grace; health checks at their default pace, so a loaded machine does not
 turn a slow ping into a restart in tests that are not about health."""
-
-
-def echo_server(name: str, *flags: str, extra: str = "") -> str:
-    """An MCPServer document running tests/servers/echo.py over stdio."""
-    args = ", ".join(f'"{a}"' for a in ["-m", "tests.servers.echo", *flags])
-    return (
-        "apiVersion: jackfield/v1\nkind: MCPServer\n"
-        f"metadata: {{name: {name}}}\n"
-        f"spec:\n  command: {sys.executable}\n  args: [{args}]\n  cwd: {REPO}\n{extra}"
-    )
 
 
 @dataclass
@@ -62,23 +54,14 @@ class Stack:
 
 @contextlib.asynccontextmanager
 async def live_stack(config_dir: Path, timing: Timing = FAST) -> AsyncIterator[Stack]:
-    env = dict(os.environ)
-    async with ServerManager(timing=timing) as manager:
-        hub = ToolHub(manager, host="127.0.0.1", port=0, token=TOKEN)
-        reconciler = Reconciler(config_dir=config_dir, env=env, target=manager, store=None)
-        reconciler.listeners.append(hub.set_snapshot)
-        watcher = ConfigWatcher(config_dir, reconciler.trigger, debounce_ms=20, tick_ms=50)
-        await hub.start()
-        tasks = [asyncio.create_task(reconciler.run()), asyncio.create_task(watcher.run())]
-        try:
-            await asyncio.wait_for(reconciler.wait_first_pass(), 20)
-            await until(lambda: watcher.state in ("Watching", "Polling"), what="watcher start")
-            yield Stack(config_dir, reconciler, manager, hub, watcher)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await hub.stop()
+    """The controller `jackfield run` builds (`app.build`), over `config_dir`, hub on any port."""
+    settings = Settings(_env_file=None, config_dir=config_dir, hub_port=0, debounce_ms=20)
+    controller = build(settings, hub_token=TOKEN, env=dict(os.environ), timing=timing, tick_ms=50)
+    async with controller.running(first_pass=20):
+        watcher = controller.watcher
+        assert watcher is not None
+        await until(lambda: watcher.state in ("Watching", "Polling"), what="watcher start")
+        yield Stack(config_dir, controller.reconciler, controller.manager, controller.hub, watcher)
 
 
 @contextlib.asynccontextmanager
