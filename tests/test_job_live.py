@@ -8,6 +8,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import pytest
@@ -17,6 +18,7 @@ from jackfield.shell.agent import FILLER, NO_HUB_INSTRUCTIONS
 from jackfield.shell.hub import ToolHub
 from jackfield.shell.hub_link import UNREACHABLE
 from jackfield.shell.servers import CallEvent
+from jackfield.shell.text_link import ConsoleEnd
 from tests.support.controller import until
 from tests.support.jobs import (
     PIPELINE_AGENT,
@@ -166,6 +168,16 @@ async def test_job_live_survives_a_hub_restart_with_one_speakable_error(
             assert said(turn) == ["The tool said: after"]
 
 
+@contextlib.asynccontextmanager
+async def realtime_job(
+    stack: Stack, openai: OpenAIStub, **stub: Any
+) -> AsyncIterator[tuple[RealtimeStub, ConsoleEnd]]:
+    """One greeted realtime job on a Realtime stub made with `stub`'s options."""
+    async with RealtimeStub(**stub) as realtime:
+        async with job_worker(stack.hub.url, TOKEN, openai, realtime) as jobs:
+            yield realtime, await jobs.start()
+
+
 @pytest.fixture
 async def realtime_stack(config_dir: Path) -> AsyncIterator[Stack]:
     async with agent_stack(config_dir, REALTIME_AGENT) as stack:
@@ -196,29 +208,27 @@ async def test_job_live_falls_back_mid_session_and_realtime_hears_of_new_tools(
     realtime_stack: Stack, openai: OpenAIStub
 ) -> None:
     stack = realtime_stack
-    async with RealtimeStub() as realtime:
-        async with job_worker(stack.hub.url, TOKEN, openai, realtime) as jobs:
-            end = await jobs.start()
-            await until(lambda: "echo_echo" in realtime.tools_seen(), what="tools on realtime")
-            assert "You are a test agent." in (realtime.instructions() or "")
-            detection = realtime.turn_detection()
-            assert detection is not None and detection["type"] == "server_vad"
+    async with realtime_job(stack, openai) as (realtime, end):
+        await until(lambda: "echo_echo" in realtime.tools_seen(), what="tools on realtime")
+        assert "You are a test agent." in (realtime.instructions() or "")
+        detection = realtime.turn_detection()
+        assert detection is not None and detection["type"] == "server_vad"
 
-            stack.write("servers.d/more.yaml", echo_server("more", "--tools", "add"))
-            await until(lambda: "more_add" in realtime.tools_seen(),
-                        what="session.update carries the added server's tools")  # fmt: skip
+        stack.write("servers.d/more.yaml", echo_server("more", "--tools", "add"))
+        await until(lambda: "more_add" in realtime.tools_seen(),
+                    what="session.update carries the added server's tools")  # fmt: skip
 
-            turn = await end.turn("remember the word teapot", timeout=TURN)
-            assert said(turn) == ["You said: remember the word teapot"]
+        turn = await end.turn("remember the word teapot", timeout=TURN)
+        assert said(turn) == ["You said: remember the word teapot"]
 
-            await realtime.fail_now()
-            fallback = await end.until("fallback", timeout=TURN)
-            assert fallback["fallback"] == "realtime_failed"
-            assert (await end.until("ready", timeout=TURN))["ready"]["mode"] == "pipeline"
-            turn = await end.turn('call more_add {"a": 20, "b": 22}', timeout=TURN)
-            assert said(turn)[-1] == "The tool said: 42"
-            carried = json.dumps(openai.requests[-1]["messages"])
-            assert "remember the word teapot" in carried, "the conversation so far carried over"
+        await realtime.fail_now()
+        fallback = await end.until("fallback", timeout=TURN)
+        assert fallback["fallback"] == "realtime_failed"
+        assert (await end.until("ready", timeout=TURN))["ready"]["mode"] == "pipeline"
+        turn = await end.turn('call more_add {"a": 20, "b": 22}', timeout=TURN)
+        assert said(turn)[-1] == "The tool said: 42"
+        carried = json.dumps(openai.requests[-1]["messages"])
+        assert "remember the word teapot" in carried, "the conversation so far carried over"
 
 
 async def test_job_live_starts_without_tools_while_the_hub_is_down_then_gets_them(
@@ -274,28 +284,24 @@ async def test_job_live_realtime_says_the_filler_during_a_slow_call(
     realtime_stack: Stack, openai: OpenAIStub
 ) -> None:
     stack = realtime_stack
-    async with RealtimeStub() as realtime:
-        async with job_worker(stack.hub.url, TOKEN, openai, realtime) as jobs:
-            end = await jobs.start()
-            turn = await end.turn('call echo_slow {"seconds": 3.5}', timeout=TURN)
-            [call] = tool_calls(turn)
-            assert call["output"].startswith("slept 3.5")
-            fillers = [r for r in realtime.responses if FILLER in (r.get("instructions") or "")]
-            assert len(fillers) == 1, realtime.responses
+    async with realtime_job(stack, openai) as (realtime, end):
+        turn = await end.turn('call echo_slow {"seconds": 3.5}', timeout=TURN)
+        [call] = tool_calls(turn)
+        assert call["output"].startswith("slept 3.5")
+        fillers = [r for r in realtime.responses if FILLER in (r.get("instructions") or "")]
+        assert len(fillers) == 1, realtime.responses
 
 
 async def test_job_live_notices_a_session_update_the_realtime_model_refuses(
     realtime_stack: Stack, openai: OpenAIStub
 ) -> None:
     stack = realtime_stack
-    async with RealtimeStub(reject_tools={"more_add"}) as realtime:
-        async with job_worker(stack.hub.url, TOKEN, openai, realtime) as jobs:
-            end = await jobs.start()
-            await until(lambda: "echo_echo" in realtime.tools_seen(), what="tools on realtime")
-            stack.write("servers.d/more.yaml", echo_server("more", "--tools", "add"))
-            rejected = await end.until("update_rejected", timeout=TURN)
-            assert "more_add" in rejected["update_rejected"]
-            await until(lambda: stack.hub.rejected_updates == 1, what="the hub heard of it")
-            assert stack.hub.last_rejected_update == rejected["update_rejected"]
-            [revision] = stack.hub.agent_sessions_by_revision()
-            assert revision.startswith("rejected:")
+    async with realtime_job(stack, openai, reject_tools={"more_add"}) as (realtime, end):
+        await until(lambda: "echo_echo" in realtime.tools_seen(), what="tools on realtime")
+        stack.write("servers.d/more.yaml", echo_server("more", "--tools", "add"))
+        rejected = await end.until("update_rejected", timeout=TURN)
+        assert "more_add" in rejected["update_rejected"]
+        await until(lambda: stack.hub.rejected_updates == 1, what="the hub heard of it")
+        assert stack.hub.last_rejected_update == rejected["update_rejected"]
+        [revision] = stack.hub.agent_sessions_by_revision()
+        assert revision.startswith("rejected:")
