@@ -20,6 +20,8 @@ from pathlib import Path
 from tests.servers.echo import ALL_TOOLS
 from tests.support.controller import MemoryTarget as MemoryTarget  # shared with the tests
 from tests.support.polling import until as until
+from tests.support.process import direct_children
+from tests.support.process import rss_mb as rss_mb
 from tests.support.servers import echo_server
 
 from jackfield.app import build
@@ -157,21 +159,9 @@ class Stopwatch:
 # --- waiting, processes, memory ------------------------------------------------------------
 
 
-def rss_mb(pid: int | str = "self") -> float:
-    """Resident set size (VmRSS) of a process, in MB (MiB)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def children(pid: int | str = "self") -> list[int]:
-    """Direct child processes (from /proc/<pid>/task/*/children)."""
-    out: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError):
-            out += [int(c) for c in (task / "children").read_text().split()]
-    return out
+    """Direct child processes of `pid` (default: this one)."""
+    return list(direct_children(None if pid == "self" else int(pid)))
 
 
 @contextlib.contextmanager

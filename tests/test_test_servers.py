@@ -24,6 +24,7 @@ from mcp_types.version import LATEST_HANDSHAKE_VERSION
 
 from tests.servers.echo import ALL_TOOLS
 from tests.servers.launch import REPO_ROOT, Process, spawn
+from tests.support.process import rss_mb
 
 WAIT = 15.0  # bound on anything we wait for; never reached when things work
 INIT_PARAMS = {
@@ -386,17 +387,10 @@ async def test_raw_tcp_blackhole() -> None:
         assert process.returncode is None
 
 
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
-
-
 async def test_raw_leak_grows() -> None:
     args = ("--mode", "leak", "--leak-mb-per-sec", "200", "--leak-max-mb", "64")
     async with spawn("-m", "tests.servers.raw", *args) as (process, _):
         assert await read_line(process.stderr) == b"leaking\n"
         with anyio.fail_after(WAIT):
-            while _rss_mb(process.pid) < 60:
+            while rss_mb(process.pid) < 60:
                 await anyio.sleep(0.02)

@@ -15,8 +15,7 @@ import contextlib
 import os
 import sys
 import threading
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 from jackfield.core.catalog import CatalogChange
@@ -27,6 +26,8 @@ from jackfield.spec.models import MCPServerSpec
 from tests.conftest import REPO
 from tests.servers.launch import Process, spawn
 from tests.support.controller import until
+from tests.support.process import direct_children, group
+from tests.support.process import running as running  # shared by the manager tests
 
 WAIT = 45.0
 """Bound on anything we wait for; never reached when things work (the machine may be busy)."""
@@ -130,47 +131,14 @@ async def served(transport: str, *flags: str) -> AsyncIterator[str]:
 # --------------------------------------------------------------------------- /proc
 
 
-def proc_stat(pid: int) -> tuple[str, int, int] | None:
-    """(state, ppid, pgrp) of a process, or None when it does not exist."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return None
-    fields = stat[stat.rfind(b")") + 2 :].split()
-    return fields[0].decode(), int(fields[1]), int(fields[2])
-
-
-def running(pid: int) -> bool:
-    """The process exists and is not a zombie."""
-    stat = proc_stat(pid)
-    return stat is not None and stat[0] != "Z"
-
-
-def _all_pids() -> Iterator[int]:
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            yield int(entry)
-
-
 def group_running(pgid: int) -> list[int]:
     """Running (non-zombie) members of a process group."""
-    found = []
-    for pid in _all_pids():
-        stat = proc_stat(pid)
-        if stat is not None and stat[0] != "Z" and stat[2] == pgid:
-            found.append(pid)
-    return found
+    return [p.pid for p in group(pgid).values() if p.state != "Z"]
 
 
 def children(parent: int | None = None) -> dict[int, str]:
     """Direct children of `parent` (default: this process) -> their state letter."""
-    parent = os.getpid() if parent is None else parent
-    found = {}
-    for pid in _all_pids():
-        stat = proc_stat(pid)
-        if stat is not None and stat[1] == parent:
-            found[pid] = stat[0]
-    return found
+    return {pid: p.state for pid, p in direct_children(parent).items()}
 
 
 def zombies() -> list[int]:

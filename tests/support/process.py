@@ -114,6 +114,24 @@ def descendants(pid: int) -> dict[int, Proc]:
     return out
 
 
+def direct_children(parent: int | None = None) -> dict[int, Proc]:
+    """The children of `parent` (default: this process), zombies included."""
+    parent = os.getpid() if parent is None else parent
+    return {p.pid: p for p in processes().values() if p.ppid == parent}
+
+
+def rss_mb(pid: int | str = "self") -> float:
+    """Resident set size (VmRSS) of a process, in MiB; 0 for a zombie (it has none).
+
+    Raises:
+        FileNotFoundError: no such process.
+    """
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def group(pgid: int) -> dict[int, Proc]:
     """The processes in process group `pgid` (zombies included)."""
     return {p.pid: p for p in processes().values() if p.pgid == pgid}
