@@ -4,6 +4,7 @@ and SIGTERM while a job's tool call runs (drain, then exit)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import sys
 import time
@@ -48,6 +49,7 @@ def test_job_worker_pointed_at_a_closed_port_ends_failed_and_readyz_is_503(
         assert status["agent"]["enabled"] is True
         assert status["agent"]["worker"]["agent_name"] == "assistant", "explicit dispatch"
         assert "failed to connect to livekit" in status["agent"]["worker"]["reason"]
+        assert "secret-0123456789" not in json.dumps(status) + jf.log_path.read_text()
         body = jf.wait_readyz(503)
         assert "agent worker failed" in body
         assert jf.metric('jackfield_agent_worker_state{state="Failed"}') == 1.0

@@ -17,7 +17,7 @@ from typing import Any
 
 from jackfield.shell.agent import JobConfig, JobEntry
 from jackfield.shell.text_link import ConsoleEnd, TextLink
-from jackfield.shell.worker import Worker, WorkerOptions
+from jackfield.shell.worker import PRELOAD, Worker, WorkerOptions
 from tests.support.openai_stub import OpenAIStub
 from tests.support.realtime_stub import RealtimeStub
 
@@ -48,7 +48,9 @@ class Jobs:
         with `greeted`, once the greeting has been said)."""
         await self.worker.simulate(room)
         end = await self.link.next_job(timeout=JOB_START)
-        await end.until("ready", timeout=JOB_START)
+        ready = (await end.until("ready", timeout=JOB_START))["ready"]
+        # nothing the job needs is imported on its event loop (no stall at the first call)
+        assert ready["preloaded"] == sorted(PRELOAD), ready
         if greeted:
             await end.until("agent", timeout=TURN)
         return end

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -36,6 +37,7 @@ from jackfield.core.hashing import sha256
 from jackfield.core.turns import pipeline_turn_handling, realtime_turn_detection
 from jackfield.shell.hub_link import UNREACHABLE, HubLink, HubUnavailable
 from jackfield.shell.text_link import JobChannel, TextLinkAddress
+from jackfield.shell.worker import PRELOAD
 from jackfield.spec.models import AgentSpec, LLMSpec, TurnSpec
 
 log = logging.getLogger(__name__)
@@ -314,6 +316,8 @@ class VoiceJob:
         self.closing = False
         self.channel: JobChannel | None = None
         self.session_ready = asyncio.Event()
+        self.preloaded: list[str] = []
+        """Modules of the worker's preload list already imported when the job started."""
         self._tasks: set[asyncio.Task[Any]] = set()
         self._follower: asyncio.Task[None] | None = None
 
@@ -362,7 +366,7 @@ class VoiceJob:
             await session.start(agent=agent, room=self.ctx.room)
         self.session_ready.set()
         self._send({"ready": {"mode": self.mode, "revision": (self.view or {}).get("revision"),
-                              "tools": len(agent.tools)}})  # fmt: skip
+                              "tools": len(agent.tools), "preloaded": self.preloaded}})  # fmt: skip
         if carry_on and self.spoken:
             session.generate_reply(instructions=CARRY_ON)
         elif self.spec.greeting:
@@ -487,7 +491,9 @@ class JobEntry:
         self.config = config
 
     async def __call__(self, ctx: JobContext) -> None:
-        await VoiceJob(ctx, self.config).start()
+        job = VoiceJob(ctx, self.config)
+        job.preloaded = sorted(m for m in PRELOAD if m in sys.modules)
+        await job.start()
 
 
 __all__ = [

@@ -56,6 +56,7 @@ from jackfield.core.agent_view import (
 from jackfield.core.catalog import CatalogChange, Entry
 from jackfield.core.desired import Snapshot
 from jackfield.core.status import SERVING_STATES, HubStatus
+from jackfield.shell.redaction import redact
 from jackfield.shell.servers import ServerManager, error_result
 
 log = logging.getLogger(__name__)
@@ -370,7 +371,8 @@ class ToolHub:
     def _on_agent_event(self, session: str, event: dict[str, Any]) -> None:
         if event["event"] == "update_rejected":
             self.rejected_updates += 1
-            self.last_rejected_update = str(event.get("message") or "")[:300]
+            # upstream text, shown in /status: masked like everything jackfield shows
+            self.last_rejected_update = redact(str(event.get("message") or ""))[:300]
             if session in self._revisions:
                 self._revisions[session] = f"rejected:{self._revisions[session]}"
             return

@@ -17,13 +17,22 @@ from datetime import datetime
 from typing import Any, Literal
 
 from jackfield.core.status import utcnow
+from jackfield.shell.redaction import redact
 
 log = logging.getLogger(__name__)
 
 WorkerState = Literal["Starting", "Connecting", "Registered", "Unregistered", "Draining",
                       "Failed", "Stopped"]  # fmt: skip
-PRELOAD = ["livekit.plugins.openai", "openai.types.realtime", "jackfield.shell.agent"]
-"""Imported once in the forkserver, so job processes start with them loaded."""
+PRELOAD = [
+    "livekit.plugins.openai",
+    "openai.types.realtime",
+    "anyio._backends._asyncio",
+    "anyio._core._sockets",
+    "jackfield.shell.agent",
+]
+"""Imported once in the forkserver, so job processes start with them loaded: what a job would
+otherwise import on its first connect or turn, stalling its event loop (the OpenAI plugin's
+realtime types alone take over a second)."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,7 @@ class Worker:
 
     def _set(self, state: WorkerState, reason: str | None = None) -> None:
         if state != self.state:
+            reason = redact(reason) if reason else None  # LiveKit's error text, shown in status
             log.info("agent worker %s%s", state, f": {reason}" if reason else "")
             self.state, self.reason, self.since = state, reason, utcnow()
 
