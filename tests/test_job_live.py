@@ -257,6 +257,13 @@ async def test_job_live_skips_realtime_during_the_cooldown_after_repeated_failur
     headers = {"Authorization": f"Bearer {TOKEN}", SESSION_HEADER: "job-earlier"}
     async with httpx2.AsyncClient() as http:
         assert (await http.post(events, json={"event": "fallback"})).status_code == 401
+        # bad reports are refused with a reason and change nothing
+        assert (await http.get(events, headers=headers)).status_code == 405
+        assert (await http.post(events, headers=headers, content=b"{nope")).status_code == 400
+        assert (await http.post(events, headers=headers, json=["fallback"])).status_code == 400
+        huge = {"event": "fallback", "reason": "x" * 20_000, "realtime_failed": True}
+        assert (await http.post(events, headers=headers, json=huge)).status_code == 400
+        assert not stack.hub.fallbacks
         for _ in range(stack.hub.cooldown.failures):
             answer = await http.post(events, headers=headers, json={
                 "event": "fallback", "reason": "realtime_unavailable", "realtime_failed": True,
