@@ -40,7 +40,7 @@ def test_validate_passes_on_the_repo() -> None:
     ("body", "line", "col", "needle"),
     [
         ("  comand: python\n", 5, 3, "did you mean 'command'"),
-        ("  command: [python\n", 6, 1, "YAML syntax error"),
+        ("  command: [python\n", 5, 12, "YAML syntax error"),
         ("  command: x\n  env: {T: '${UNSET_FOR_TEST}'}\n", 6, 13, "UNSET_FOR_TEST is not set"),
         ("  transport: http\n", 5, 3, "needs 'url'"),
         ("  transport: stdio\n", 5, 3, "needs 'command'"),

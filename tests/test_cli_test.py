@@ -103,3 +103,20 @@ def test_unknown_servers_bad_arguments_and_invalid_configs_are_refused(
     assert main(["test", "bad", str(servers)]) == 1
     err = capsys.readouterr().err
     assert f"the config in {servers} is invalid:" in err and "bad.yaml:" in err
+
+
+def test_tools_the_server_lists_but_cannot_offer_are_shown_withheld_with_why(
+    config_dir: Path,
+) -> None:
+    args = json.dumps(["-m", "tests.servers.catalog", "--description-bytes", "20000"])
+    (config_dir / "servers.d" / "big.yaml").write_text(
+        f"apiVersion: jackfield/v1\nkind: MCPServer\nmetadata: {{name: big}}\n"
+        f"spec:\n  command: {sys.executable}\n  args: {args}\n  cwd: {REPO}\n"
+    )
+    done = jackfield_test(config_dir, "big")
+
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[1] == "tools (1):" and lines[2].split()[0] == "big_ok"
+    assert lines[3] == "withheld (1):"
+    assert lines[4].startswith("  'long_doc': withheld: description is 20,000 bytes"), lines[4]

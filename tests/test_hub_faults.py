@@ -15,7 +15,9 @@ import aiohttp
 import mcp_types
 import pytest
 from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE
+from mcp.shared.exceptions import MCPError
 
+from jackfield.shell.transports import leaves
 from tests.support.controller import until
 from tests.support.live import TOKEN, Stack, echo_server, echo_stack, live_stack
 from tests.test_hub import INITIALIZE, hub_client, text
@@ -269,3 +271,85 @@ async def test_hub_faults_calls_racing_a_file_removal_and_a_filter_edit_never_cr
                 else:
                     assert text(result) == "3"
             assert text(await client.call_tool("cut_echo", {"text": "still here"})) == "still here"
+
+
+# --- the bearer scheme, and how many sessions ---------------------------------------------------
+
+
+async def test_hub_faults_the_bearer_scheme_is_accepted_in_any_case(stack: Stack) -> None:
+    """RFC 7235: the auth scheme is case-insensitive; the token itself is not."""
+    async with aiohttp.ClientSession() as http:
+        for scheme in ("bearer", "BEARER", "bEaReR", "Bearer "):
+            headers = {**HEADERS, "Authorization": f"{scheme} {TOKEN}"}
+            async with http.post(stack.hub.url, json=INITIALIZE, headers=headers) as r:
+                assert r.status == 200, scheme
+                session = {**headers, "mcp-session-id": r.headers["mcp-session-id"]}
+            async with http.delete(stack.hub.url, headers=session) as r:
+                assert r.status == 200, scheme
+        for refused in (f"bearer {TOKEN.upper()}", f"Basic {TOKEN}", f"bearer{TOKEN}", TOKEN):
+            headers = {**HEADERS, "Authorization": refused}
+            async with http.post(stack.hub.url, json=INITIALIZE, headers=headers) as r:
+                assert r.status == 401, refused
+    await still_serving(stack)
+
+
+async def test_hub_faults_sessions_beyond_the_cap_are_refused_with_a_sentence_and_counted(
+    config_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JACKFIELD_HUB_MAX_SESSIONS", "3")
+    listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+    async with (
+        echo_stack(config_dir) as stack,
+        aiohttp.ClientSession() as http,
+        contextlib.AsyncExitStack() as held,
+    ):
+        url = stack.hub.url
+        sessions = [await held.enter_async_context(raw_session(http, url)) for _ in range(3)]
+        for _ in range(2):
+            async with http.post(url, json=INITIALIZE, headers=HEADERS) as r:
+                assert r.status == 503
+                assert r.headers["retry-after"] == "5"
+                error = json.loads(await r.text())["error"]
+            assert error["message"] == (
+                "The hub has 3 open sessions, its limit (JACKFIELD_HUB_MAX_SESSIONS): close an"
+                " unused session or try again shortly."
+            )
+        # an SDK client is told the same sentence
+        with pytest.raises(BaseException) as refused:  # noqa: PT011 (the SDK wraps it in groups)
+            async with hub_client(url):
+                pass
+        [told] = [e for e in leaves(refused.value) if isinstance(e, MCPError)]
+        assert told.message == error["message"]
+        status = stack.hub.status()
+        assert (status.max_sessions, status.refused_sessions) == (3, 3)
+        assert status.to_json()["refused_sessions"] == 3
+        # the sessions that are open keep working, and a freed place is taken again
+        async with http.post(url, json=listing, headers=sessions[0]) as r:
+            assert "echo_add" in await r.text()
+        await held.aclose()
+        async with (
+            raw_session(http, url) as fresh,
+            http.post(url, json=listing, headers=fresh) as r,
+        ):
+            assert "echo_add" in await r.text()
+        assert stack.hub.status().refused_sessions == 3
+
+
+async def test_hub_faults_an_abandoned_session_is_closed_after_the_idle_time(
+    config_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JACKFIELD_HUB_SESSION_IDLE", "0.5")
+    listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+    async with echo_stack(config_dir) as stack, aiohttp.ClientSession() as http:
+        url = stack.hub.url
+        async with http.post(url, json=INITIALIZE, headers=HEADERS) as r:
+            headers = {**HEADERS, "mcp-session-id": r.headers["mcp-session-id"],
+                       "MCP-Protocol-Version": "2025-11-25"}  # fmt: skip
+        async with http.post(url, json=listing, headers=headers) as r:
+            assert "echo_add" in await r.text()
+        assert stack.hub.status().sessions == 1
+        # never DELETEd: the client went away
+        await until(lambda: stack.hub.status().sessions == 0, what="the idle session closed")
+        async with http.post(url, json=listing, headers=headers) as r:
+            assert r.status == 404
+        await still_serving(stack)

@@ -36,8 +36,9 @@ def test_a_misspelled_key_points_at_that_key_and_suggests_the_right_one(config_d
 def test_a_yaml_syntax_error_has_its_position(config_dir: Path) -> None:
     write(config_dir, {"servers.d/a.yaml": "apiVersion: jackfield/v1\nkind: [MCPServer\n"})
     (error,) = errors_of(config_dir)
-    assert error.path == "servers.d/a.yaml" and error.line == 3
-    assert error.message.startswith("YAML syntax error")
+    # where the '[' opened, not where the parser gave up (the end of the file, 3:1)
+    assert (error.path, error.line, error.column) == ("servers.d/a.yaml", 2, 7)
+    assert error.message.startswith("YAML syntax error") and "at 3:1" in error.message
 
 
 @pytest.mark.faults

@@ -34,7 +34,7 @@ from jackfield.shell.http import StatusServer
 from jackfield.shell.hub import ToolHub
 from jackfield.shell.logs import configure_logging
 from jackfield.shell.metrics import Metrics
-from jackfield.shell.persistence import Persistence
+from jackfield.shell.persistence import Persistence, database_password
 from jackfield.shell.redaction import register_secrets
 from jackfield.shell.servers import CallEvent, ServerManager
 from jackfield.shell.store import AuditRecord
@@ -104,12 +104,20 @@ def build(
 ) -> Controller:
     """The controller parts from Settings (and what a caller swaps: the store, timings, the
     call observer, the file-event hook; `watch=False` leaves triggering to the caller)."""
-    manager = ServerManager(timing=timing, observer=observer)
-    hub = ToolHub(manager, host=settings.hub_host, port=settings.hub_port, token=hub_token)
+    manager = ServerManager(
+        timing=timing, observer=observer, process_tree=settings.process_tree,
+        max_session_processes=settings.max_session_processes,
+        session_idle=settings.session_process_idle,
+    )  # fmt: skip
+    hub = ToolHub(
+        manager, host=settings.hub_host, port=settings.hub_port, token=hub_token,
+        max_sessions=settings.hub_max_sessions, session_idle=settings.hub_session_idle,
+    )  # fmt: skip
     reconciler = Reconciler(
         config_dir=settings.config_dir, env=environment() if env is None else env,
         target=manager, store=store, instance_id=settings.instance_id,
         allow_empty=settings.allow_empty, resync_interval=settings.resync_interval,
+        parse_budget=settings.parse_budget,
     )  # fmt: skip
     reconciler.listeners.append(hub.set_snapshot)
     watcher = None
@@ -152,7 +160,7 @@ class App:
         status_token = settings.status_token.get_secret_value() if settings.status_token else None
         self.status_server = StatusServer(
             self, self.metrics, host=settings.status_host, port=settings.status_port,
-            token=status_token,
+            token=status_token, allowed_hosts=settings.status_allowed_hosts,
         )  # fmt: skip
         reason = agent_reason(settings, agent)
         self.agent = AgentStatus(enabled=reason is None, reason=reason)
@@ -174,7 +182,7 @@ class App:
                       settings.livekit_api_secret, settings.openai_api_key)
             if s is not None
         )  # fmt: skip
-        register_secrets([self.hub_token])
+        register_secrets([self.hub_token, *database_password(settings.database_url)])
 
     # --- StatusProvider -----------------------------------------------------------------------
 
@@ -223,7 +231,7 @@ class App:
         if not self.hub.serving:
             return False, "hub not serving"
         if self.worker is not None and self.worker.failed:
-            return False, f"agent worker failed: {self.worker.reason}"
+            return False, "agent worker failed (details in /status)"
         return True, "ok"
 
     def _agent_metrics(self) -> tuple[str | None, dict[str, int]]:
@@ -395,18 +403,16 @@ class App:
 
 
 def _redacted_text(text: str | None) -> str | None:
-    """A result for `audit: full`: the manager masked the called server's secrets; mask every
-    other registered secret too (a server may echo another's)."""
+    """A result for `audit: full`: every registered secret masked in every form (a server may
+    echo another's), cut at AUDIT_MAX_CHARS."""
     from jackfield.shell import redaction
 
-    return None if text is None else redaction.redact(text)
+    return None if text is None else redaction.audit_result(text)
 
 
 def _redacted_json(arguments: dict[str, Any], secrets: frozenset[str]) -> str:
-    """Arguments for `audit: full`, with the server's and every registered secret masked in
-    each string before encoding (a secret that JSON escapes would not match afterwards)."""
-    from jackfield.core.connection import redact
-    from jackfield.core.limits import redacted_json
+    """Arguments for `audit: full`: the server's and every registered secret masked in every
+    form, cut at AUDIT_MAX_CHARS."""
     from jackfield.shell import redaction
 
-    return redacted_json(arguments, lambda text: redaction.redact(redact(text, secrets)))
+    return redaction.audit_arguments(arguments, secrets)

@@ -23,6 +23,7 @@ from typing import Literal, Protocol
 
 from jackfield.core.connection import Connection, resolve
 from jackfield.core.desired import ParseCache, Snapshot
+from jackfield.core.loading import Budget
 from jackfield.core.planning import Applied, Change, Key, Plan, plan
 from jackfield.core.reconcile import (
     Apply,
@@ -33,15 +34,19 @@ from jackfield.core.reconcile import (
     Skip,
     after_pass,
     decide,
+    files_digest,
     mark_reconciling,
     remember,
 )
 from jackfield.core.status import Condition, ConfigStatus, Outcome, utcnow
 from jackfield.errors import ConfigError, StoreUnavailable
-from jackfield.shell.sources import git_commit, scan
+from jackfield.shell.sources import Scan, git_commit, scan
 from jackfield.spec.models import MCPServerSpec
 
 log = logging.getLogger(__name__)
+
+PARSE_BUDGET = 30.0
+"""Seconds one pass may spend scanning and loading the files (off the event loop)."""
 
 
 class LiveTarget(Protocol):
@@ -90,8 +95,10 @@ class Reconciler:
         instance_id: str = "local",
         allow_empty: bool = False,
         resync_interval: float = 60.0,
+        parse_budget: float = PARSE_BUDGET,
     ) -> None:
-        """`store`: where passes are persisted (None: nowhere)."""
+        """`store`: where passes are persisted (None: nowhere). `parse_budget`: seconds a pass
+        may spend reading and loading the files; past it the pass is refused."""
         self.config_dir = config_dir
         self.env = env
         self.target = target
@@ -99,6 +106,7 @@ class Reconciler:
         self.instance_id = instance_id
         self.allow_empty = allow_empty
         self.resync_interval = resync_interval
+        self.parse_budget = parse_budget
         self.memory = Memory()
         self.status = ConfigStatus(
             conditions=(
@@ -160,13 +168,13 @@ class Reconciler:
     async def reconcile_once(self) -> PassResult:
         """Rescan, decide, apply live, persist, publish. Never raises for bad config."""
         started, started_at = time.perf_counter(), utcnow()
-        found = await asyncio.to_thread(scan, self.config_dir)
-        decision = decide(
-            found.files, found.errors, self.env, self.memory,
-            allow_empty=self.allow_empty, cache=self._parsed,
-        )  # fmt: skip
+        # the whole read (scan, parse, snapshot) runs in a thread, so a heavy config costs the
+        # event loop nothing; passes are single-flight, so the parse cache has one user
+        found, decision, retry = await asyncio.to_thread(self._look)
         if not isinstance(decision, Apply):
             self.memory = remember(self.memory, decision)
+            if retry:  # not the files' fault: the next trigger or resync tries them again
+                self.memory = replace(self.memory, refused_digest=None)
             self.status = after_pass(self.status, decision, utcnow())
             if isinstance(decision, Skip):
                 return PassResult("noop", decision.revision, seconds=time.perf_counter() - started)
@@ -175,6 +183,7 @@ class Reconciler:
         self.status = mark_reconciling(self.status, snapshot.revision, utcnow())
         await self._apply_live(snapshot, live_plan)
         self.memory = remember(self.memory, decision)
+        assert found is not None  # an Apply comes with its scan
         commit = await asyncio.to_thread(git_commit, found.root)
         store_changes = await self._persist(snapshot, commit, started_at)
         changes = live_plan.effective or store_changes
@@ -194,6 +203,34 @@ class Reconciler:
             result.seconds * 1000,
         )
         return result
+
+    def _look(self) -> tuple[Scan | None, Skip | Refuse | Apply, bool]:
+        """Scan and decide within the time budget: (scan, decision, whether a refusal is worth
+        retrying with the same files). Runs in a worker thread; never raises: whatever goes
+        wrong is a refused pass with the reason, so status never says Ready over a failure."""
+        deadline = time.monotonic() + self.parse_budget
+
+        def expired() -> bool:
+            return time.monotonic() > deadline
+
+        try:
+            # one budget for the scan and the load: a scan out of time loads nothing
+            budget = Budget(expired=expired, seconds=self.parse_budget)
+            found = scan(self.config_dir, budget=budget)
+            decision = decide(
+                found.files, found.errors, self.env, self.memory,
+                allow_empty=self.allow_empty, cache=self._parsed, budget=budget,
+            )  # fmt: skip
+        except Exception as e:  # a bug must not leave the last status standing
+            log.exception("reading the config failed")
+            error = ConfigError(".", 1, 1, f"reading the config failed: {type(e).__name__}: {e}")
+            digest = files_digest({}, [error])
+            message = f"reading the config failed; revision {self._kept()} keeps running"
+            return None, Refuse(digest, digest, "ValidationFailed", message, (error,)), True
+        return found, decision, isinstance(decision, Refuse) and expired()
+
+    def _kept(self) -> str:
+        return self.memory.snapshot.revision if self.memory.snapshot is not None else "none"
 
     async def _apply_live(self, snapshot: Snapshot, live_plan: Plan) -> None:
         """Deletes first, then updates, then creates (the plan is ordered that way)."""

@@ -6,10 +6,10 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -33,6 +33,12 @@ class Settings(BaseSettings):
         False, description="Accept a snapshot without servers replacing one with servers."
     )
     resync_interval: float = Field(60.0, gt=0, description="Seconds between safety-net rescans.")
+    parse_budget: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a reconcile pass may spend reading and parsing the config dir;"
+        " past it the pass is refused (Stalled) and retried on the next trigger.",
+    )
     debounce_ms: int = Field(30, ge=1, le=5000, description="File-event debounce, milliseconds.")
     force_polling: bool = Field(False, description="Poll the config dir instead of inotify.")
 
@@ -42,10 +48,21 @@ class Settings(BaseSettings):
     status_token: SecretStr | None = Field(
         None, description="Bearer token for the status server (not for /healthz, /readyz)."
     )
+    status_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="Comma-separated Host names the status server answers besides loopback ones"
+        " (checked only when it is bound to loopback; guards against DNS rebinding).",
+    )
     hub_host: str = Field("127.0.0.1", description="Tool hub bind address.")
     hub_port: int = Field(8765, ge=0, le=65535, description="Tool hub port (0: any).")
     hub_token: SecretStr | None = Field(
         None, description="Bearer token of the hub; generated at start when unset."
+    )
+    hub_max_sessions: int = Field(
+        256, ge=1, description="Hub sessions open at once; a new one beyond is refused (503)."
+    )
+    hub_session_idle: float = Field(
+        300.0, gt=0, description="Seconds a hub session with no request and no open stream is kept."
     )
 
     # --- LiveKit (standard names, no prefix)
@@ -78,6 +95,22 @@ class Settings(BaseSettings):
         16, ge=0, le=1000, description="Connection attempts to LiveKit before the worker fails."
     )
 
+    # --- stdio server processes
+    process_tree: Literal["auto", "cgroup", "subreaper"] = Field(
+        "auto",
+        description="How each stdio server's descendants are held, also those that leave its"
+        " process group: a cgroup v2 per server process when ours is writable (auto), else a"
+        " subreaper shim per server process (about 10 MB each).",
+    )
+    max_session_processes: int = Field(
+        32, ge=1, description="`scope: session` connections open at once (all servers and"
+        " sessions); a call that would open one more is refused in words.",
+    )  # fmt: skip
+    session_process_idle: float = Field(
+        300.0, gt=0, description="Seconds a `scope: session` connection may go unused before it"
+        " is closed (the session's next call opens it again).",
+    )  # fmt: skip
+
     # --- process
     shutdown_grace: float = Field(
         20.0, gt=0, description="Seconds SIGTERM waits for live tool calls before closing."
@@ -89,6 +122,15 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "text"] = Field(
         "auto", description="auto: text on a terminal, JSON otherwise."
     )
+
+    @field_validator("status_allowed_hosts", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        return (
+            tuple(h.strip() for h in value.split(",") if h.strip())
+            if isinstance(value, str)
+            else value
+        )
 
 
 def environment() -> dict[str, str]:

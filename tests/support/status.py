@@ -139,6 +139,8 @@ async def serving(
     token: str | None = None,
     metrics: Metrics | None = None,
     status_ttl: float = 0.0,
+    host: str = "127.0.0.1",
+    allowed_hosts: tuple[str, ...] = (),
 ) -> AsyncIterator[tuple[StatusServer, FakeProvider]]:
     """A started StatusServer on 127.0.0.1 with a kernel-chosen port, stopped on exit.
     Status documents are not reused (`status_ttl=0`) unless a test asks for it."""
@@ -146,10 +148,11 @@ async def serving(
     server = StatusServer(
         fake,
         metrics or Metrics(lambda: fake.current.servers),
-        host="127.0.0.1",
+        host=host,
         port=0,
         token=token,
         status_ttl=status_ttl,
+        allowed_hosts=allowed_hosts,
     )
     await server.start()
     try:

@@ -55,6 +55,11 @@ def load_or_report(root: Path) -> Snapshot | None:
             print(shown_path(root, error))
         print(f"{len(e.errors)} error(s)", file=sys.stderr)
         return None
+    except (OSError, RuntimeError, RecursionError) as e:
+        # the scan reports what is in the dir as errors; this is the belt: a line, no traceback
+        print(f"{root}: error: cannot read the config: {type(e).__name__}: {e}")
+        print("1 error(s)", file=sys.stderr)
+        return None
     for warning in snapshot.warnings:
         print(shown_path(root, warning, warning=True))
     return snapshot

@@ -159,15 +159,19 @@ async def _test(name: str, spec: MCPServerSpec, call: str | None, arguments: dic
         if supervisor.state not in SERVING_STATES:
             _report_failure(supervisor, seconds)
             return 1
-        _report_ready(supervisor, seconds, entries)
+        withheld = next((s.withheld for s in manager.statuses() if s.name == name), ())
+        _report_ready(supervisor, seconds, entries, withheld)
         if call is None:
             return 0
         return await _call(manager, name, call, arguments, entries)
 
 
-def _report_ready(supervisor: Supervisor, seconds: float, entries: list[Entry]) -> None:
-    details = [f"protocol {supervisor.protocol}"]
-    info = supervisor.server_info
+def _report_ready(
+    supervisor: Supervisor, seconds: float, entries: list[Entry], withheld: tuple[str, ...]
+) -> None:
+    shown = supervisor.status((), ()).extra  # the server's own words, secrets masked
+    details = [f"protocol {shown.get('protocol_version')}"]
+    info: dict[str, Any] = shown.get("server_info") or {}
     if info.get("name"):
         details.append(f"server {info['name']} {info.get('version', '')}".rstrip())
     if supervisor.pid is not None:
@@ -178,6 +182,10 @@ def _report_ready(supervisor: Supervisor, seconds: float, entries: list[Entry]) 
     for entry in entries:
         summary = entry.description.strip().splitlines()[0] if entry.description.strip() else ""
         print(f"  {entry.name:<{width}}  {summary}".rstrip())
+    if withheld:  # listed upstream but not offered: what the operator has to fix or exclude
+        print(f"withheld ({len(withheld)}):")
+        for note in withheld:
+            print(f"  {note}")
 
 
 def _report_failure(supervisor: Supervisor, seconds: float) -> None:
@@ -187,9 +195,10 @@ def _report_failure(supervisor: Supervisor, seconds: float) -> None:
     else:
         what = state
     print(f"{supervisor.name}: {what}", file=sys.stderr)
-    if supervisor.last_error:
-        print(f"last error: {supervisor.last_error}", file=sys.stderr)
-    tail = supervisor.tail.text()
+    shown = supervisor.status((), ())  # secrets masked
+    if shown.last_error:
+        print(f"last error: {shown.last_error}", file=sys.stderr)
+    tail = shown.stderr_tail
     if tail:
         print("stderr (last lines):", file=sys.stderr)
         for line in tail.splitlines():

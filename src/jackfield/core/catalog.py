@@ -5,21 +5,33 @@ Names the LLM sees are `prefix + tool`, sanitised to `[A-Za-z0-9_-]` and at most
 hash so it stays stable across restarts and replicas. A name claimed by two servers is a
 conflict: the server whose name sorts first keeps it, the other's tool is withheld, and both
 servers report it. Nothing is ever shadowed silently.
+
+One server cannot break or crowd out the others: a tool that failed validation, or whose
+description or input schema is over its limit (core/limits.py), is withheld, and a server
+offering more tools than the per-server limit keeps its first ones; the server reports each
+withheld tool and why (`Catalog.withheld`). An excluded tool is neither offered nor reported.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
+from functools import cached_property
 from typing import Any
 
+from jackfield.core.limits import CatalogLimits
 from jackfield.spec.models import ToolsSpec
 
 MAX_NAME = 64
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+_SHOWN_NAME = 80
+"""Characters of an upstream tool name quoted in a note."""
+_NAMED_OVER_COUNT = 5
+"""Tools named in the note of a server over the tool count."""
 
 
 @dataclass(frozen=True)
@@ -30,6 +42,14 @@ class UpstreamTool:
     description: str
     input_schema: Mapping[str, Any]
     annotations: Mapping[str, Any] | None = None
+    problem: str | None = None
+    """Why the listing of this tool is unusable (it failed validation); it is withheld."""
+
+    @cached_property
+    def schema_bytes(self) -> int:
+        """The input schema's size as compact JSON (computed once: catalogs are rebuilt often)."""
+        text = json.dumps(self.input_schema, separators=(",", ":"), ensure_ascii=False, default=str)
+        return len(text.encode())
 
 
 @dataclass(frozen=True)
@@ -42,6 +62,8 @@ class Entry:
     description: str
     input_schema: Mapping[str, Any]
     annotations: Mapping[str, Any] | None = None
+    withheld: str | None = None
+    """Why this selected tool is not offered (its listing is invalid or over a limit)."""
 
 
 def default_prefix(server: str) -> str:
@@ -68,19 +90,75 @@ def selected(tools: Iterable[UpstreamTool], spec: ToolsSpec) -> list[UpstreamToo
     ]
 
 
-def server_entries(server: str, tools: Iterable[UpstreamTool], spec: ToolsSpec) -> list[Entry]:
+def shown(name: str) -> str:
+    """An upstream tool name as a note quotes it: repr'd, and clipped."""
+    return repr(name if len(name) <= _SHOWN_NAME else name[:_SHOWN_NAME] + "...")
+
+
+def _size(n: int) -> str:
+    return f"{n:,} bytes"
+
+
+def problem(tool: UpstreamTool, limits: CatalogLimits) -> str | None:
+    """Why `tool` cannot be offered on its own merits, or None."""
+    if tool.problem is not None:
+        return f"invalid listing ({tool.problem})"
+    description = len(tool.description.encode())
+    if description > limits.description_bytes:
+        return f"description is {_size(description)} (limit {_size(limits.description_bytes)})"
+    schema = tool.schema_bytes
+    if schema > limits.input_schema_bytes:
+        return f"inputSchema is {_size(schema)} (limit {_size(limits.input_schema_bytes)})"
+    return None
+
+
+_OVER_COUNT = "over the server's tool count limit"
+
+
+def server_entries(
+    server: str,
+    tools: Iterable[UpstreamTool],
+    spec: ToolsSpec,
+    limits: CatalogLimits = CatalogLimits(),  # noqa: B008 (frozen, so one shared default is safe)
+) -> list[Entry]:
+    """An entry per selected tool; one that cannot be offered carries why (`withheld`)."""
     prefix = default_prefix(server) if spec.prefix is None else spec.prefix
-    return [
-        Entry(
-            name=exposed_name(prefix, t.name),
-            server=server,
-            upstream=t.name,
-            description=t.description,
-            input_schema=t.input_schema,
-            annotations=t.annotations,
+    entries: list[Entry] = []
+    offered = 0
+    for t in selected(tools, spec):
+        reason = problem(t, limits)
+        if reason is None:
+            offered += 1
+            if offered > limits.tools_per_server:
+                reason = _OVER_COUNT
+        entries.append(
+            Entry(
+                name=exposed_name(prefix, t.name),
+                server=server,
+                upstream=t.name,
+                description=t.description,
+                input_schema=t.input_schema,
+                annotations=t.annotations,
+                withheld=reason,
+            )
         )
-        for t in selected(tools, spec)
-    ]
+    return entries
+
+
+def _withheld_notes(entries: Sequence[Entry]) -> list[str]:
+    notes = [f"{shown(e.upstream)}: withheld: {e.withheld}" for e in entries
+             if e.withheld is not None and e.withheld != _OVER_COUNT]  # fmt: skip
+    over = [e.upstream for e in entries if e.withheld == _OVER_COUNT]
+    if over:
+        kept = sum(1 for e in entries if e.withheld is None)
+        named = ", ".join(shown(n) for n in over[:_NAMED_OVER_COUNT])
+        more = len(over) - _NAMED_OVER_COUNT
+        notes.append(
+            f"{len(over):,} tools withheld: {kept + len(over):,} offered, at most {kept:,} per"
+            f" server; the first {kept:,} are kept (withheld: {named}"
+            + (f" and {more:,} more)" if more > 0 else ")")
+        )
+    return notes
 
 
 @dataclass(frozen=True)
@@ -89,17 +167,26 @@ class Catalog:
     """Exposed name -> entry, for every tool currently offered."""
     conflicts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     """Server -> readable conflict notes ('x_tool: kept by server a, withheld from b')."""
+    withheld: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Server -> readable notes on the tools it lists but cannot offer, and why."""
 
     def by_server(self, server: str) -> tuple[str, ...]:
         return tuple(sorted(n for n, e in self.entries.items() if e.server == server))
 
 
 def build(per_server: Mapping[str, Sequence[Entry]]) -> Catalog:
-    """Merge each server's entries; the first server by name keeps a contested name."""
+    """Merge each server's entries; the first server by name keeps a contested name. Withheld
+    entries are left out, and noted for their server."""
     entries: dict[str, Entry] = {}
     conflicts: dict[str, list[str]] = {}
+    withheld: dict[str, tuple[str, ...]] = {}
     for server in sorted(per_server):
+        notes = _withheld_notes(per_server[server])
+        if notes:
+            withheld[server] = tuple(notes)
         for entry in per_server[server]:
+            if entry.withheld is not None:
+                continue
             owner = entries.get(entry.name)
             if owner is None:
                 entries[entry.name] = entry
@@ -114,7 +201,7 @@ def build(per_server: Mapping[str, Sequence[Entry]]) -> Catalog:
             note = f"{entry.name}: kept by server {owner.server}, withheld from {server}"
             conflicts.setdefault(owner.server, []).append(note)
             conflicts.setdefault(server, []).append(note)
-    return Catalog(entries, {s: tuple(notes) for s, notes in conflicts.items()})
+    return Catalog(entries, {s: tuple(notes) for s, notes in conflicts.items()}, withheld)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from jackfield.core.expansion import Secret, expand, references
+from jackfield.core.redaction import MIN_SECRET_LENGTH, redact
 from jackfield.spec.models import MCPServerSpec
 
 CONNECTION_FIELDS = (
@@ -26,7 +27,9 @@ CONNECTION_FIELDS = (
     "timeouts.connect",
 )
 
-MIN_REDACTED_LENGTH = 4
+__all__ = ["CONNECTION_FIELDS", "Connection", "redact", "resolve"]
+
+MIN_REDACTED_LENGTH = MIN_SECRET_LENGTH
 """Expanded values shorter than this are not redacted from output: it would mangle text."""
 
 
@@ -78,10 +81,3 @@ def resolve(spec: MCPServerSpec, env: Mapping[str, str]) -> Connection:
         connect_timeout=spec.timeouts.connect,
         secrets=frozenset(secrets),
     )
-
-
-def redact(text: str, secrets: frozenset[str]) -> str:
-    """Replace every known secret value in `text` with a mask, longest first."""
-    for value in sorted(secrets, key=len, reverse=True):
-        text = text.replace(value, "********")
-    return text

@@ -222,6 +222,8 @@ def _server(s: ServerStatus) -> str:
         rows.append(("Last error", f'<span class="err">{_e(s.last_error)}</span>'))
     if s.conflicts:
         rows.append(("Conflicts", "<br>".join(_e(c) for c in s.conflicts)))
+    if s.withheld:
+        rows.append(("Withheld", "<br>".join(_e(w) for w in s.withheld)))
     description = f'<p class="muted">{_e(s.description)}</p>' if s.description else ""
     stderr = (
         f'<details><summary class="muted">stderr</summary><pre>{_e(s.stderr_tail)}</pre></details>'

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from jackfield.core.hashing import canonical, sha256
-from jackfield.core.loading import LoadedDocument, SourceFile, kind_allowed, load_file
+from jackfield.core.loading import Budget, LoadedDocument, SourceFile, kind_allowed, load_file
 from jackfield.errors import ConfigError, ConfigInvalid
 from jackfield.spec.models import AgentDocument, Document, MCPServerDocument, PromptDocument
 
@@ -72,8 +72,9 @@ def _place(loaded: LoadedDocument) -> Placed[Any]:
     )
 
 
-ParseCache = MutableMapping[tuple[str, bytes], tuple[list[ConfigError], list[Any]]]
-"""(path, sha256 of the bytes) -> what loading that file gave: its errors and its documents."""
+ParseCache = MutableMapping[tuple[str, bytes], tuple[list[ConfigError], list[Any], int]]
+"""(path, sha256 of the bytes) -> what loading that file gave: its errors, its documents, and
+the nodes it cost of the snapshot's `Budget`."""
 
 
 def _load(
@@ -81,14 +82,20 @@ def _load(
     env: Mapping[str, str],
     cache: ParseCache | None,
     key: tuple[str, bytes] | None,
+    budget: Budget,
 ) -> Any:
-    if cache is None or key is None:
-        loaded, errors = load_file(source, env)
-        return errors, [(item, _place(item)) for item in loaded]
-    if key not in cache:
-        loaded, errors = load_file(source, env)
-        cache[key] = (errors, [(item, _place(item)) for item in loaded])
-    return cache[key]
+    hit = cache.get(key) if cache is not None and key is not None else None
+    # a cached file still counts against the snapshot's budget; one that no longer fits is
+    # parsed again, so the error stands where a fresh parse puts it (the cache changes nothing)
+    if hit is not None and budget.spent + hit[2] <= budget.nodes:
+        budget.spent += hit[2]
+        return hit[0], hit[1]
+    before = budget.spent
+    loaded, errors = load_file(source, env, budget)
+    result = (errors, [(item, _place(item)) for item in loaded])
+    if cache is not None and key is not None and not budget.exhausted:
+        cache[key] = (*result, budget.spent - before)  # cut short by the budget: not kept
+    return result
 
 
 def build_snapshot(
@@ -97,13 +104,16 @@ def build_snapshot(
     read_errors: Sequence[ConfigError] = (),
     cache: ParseCache | None = None,
     digests: Mapping[str, bytes] | None = None,
+    budget: Budget | None = None,
 ) -> Snapshot:
     """Validate every file and assemble the snapshot; warnings never refuse it.
 
     `cache`, owned by the caller and kept across passes (with the same `env`), spares parsing
     the files whose bytes did not change: a one-file edit then costs one file, not all of them.
     Entries of files no longer present are dropped. `digests` (sha256 of each file's bytes, by
-    path) spares hashing a file the caller has hashed already.
+    path) spares hashing a file the caller has hashed already. `budget` bounds what all the
+    files together may cost (nodes, and time if the caller gives a deadline); a fresh one when
+    None. Once it runs out the remaining files are not loaded: the snapshot is refused.
 
     Raises:
         ConfigInvalid: with every error of every file (read errors included), sorted.
@@ -113,13 +123,16 @@ def build_snapshot(
     agents: list[Placed[AgentDocument]] = []
     by_kind: dict[str, dict[str, Placed[Any]]] = {"MCPServer": {}, "Prompt": {}}
     used: set[tuple[str, bytes]] = set()
+    budget = budget if budget is not None else Budget()
     for source in sorted(files, key=lambda f: f.path):
         key = None
         if cache is not None:
             known = digests.get(source.path) if digests is not None else None
             key = (source.path, known or hashlib.sha256(source.data).digest())
             used.add(key)
-        file_errors, documents = _load(source, env, cache, key)
+        if budget.exhausted:
+            continue  # its error is in the file that ran out
+        file_errors, documents = _load(source, env, cache, key, budget)
         errors += file_errors
         for item, placed in documents:
             misplaced = kind_allowed(item.path, item.document)
@@ -148,7 +161,8 @@ def build_snapshot(
     if cache is not None:
         for stale in set(cache) - used:
             del cache[stale]
-    if not agents and not any(e.path == AGENT_FILE for e in errors):
+    # an error about the whole dir (".") or agent.yaml says why there is no Agent already
+    if not agents and not budget.exhausted and not any(e.path in (AGENT_FILE, ".") for e in errors):
         errors.append(ConfigError(AGENT_FILE, 1, 1, "no Agent document: agent.yaml is required"))
     for extra in agents[1:]:
         errors.append(ConfigError(extra.path, extra.line, 1, "only one Agent document is allowed"))

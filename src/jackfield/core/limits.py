@@ -1,4 +1,5 @@
-"""Call governance, the pure part: effective limits per tool, the token bucket, cache keys.
+"""Call governance, the pure part: effective limits per tool, the token bucket, cache keys; and
+the catalog limits, what one server may put in the catalog.
 
 Time is passed in (monotonic seconds), so every rule here is tested without a clock.
 """
@@ -12,9 +13,39 @@ from dataclasses import dataclass
 from typing import Any
 
 from jackfield.core.hashing import canonical
+from jackfield.core.redaction import mask_tree
 from jackfield.spec.models import MCPServerSpec
 
 DEFAULT_MAX_QUEUED = 16
+
+# --- the catalog: what one server may contribute -------------------------------------------------
+# The whole catalog reaches every hub client, and MCP clients bound what they read at once (the
+# SDK's client drops an SSE event over 1 MiB, failing the whole `tools/list`). These bound one
+# tool and one server, so one server cannot crowd out or break the others; the hub pages
+# `tools/list` (HUB_PAGE_BYTES), so the sum of many servers never has to fit one event.
+
+MAX_DESCRIPTION_BYTES = 16 * 1024
+"""A tool's description, UTF-8 bytes. Real servers stay far below (a few KiB at most); beyond
+this a description is a document pasted into every LLM request."""
+MAX_INPUT_SCHEMA_BYTES = 64 * 1024
+"""A tool's inputSchema as compact JSON, UTF-8 bytes: room for large enum lists and nesting."""
+MAX_TOOLS_PER_SERVER = 256
+"""Tools one server may offer (after its include/exclude filter); the first ones are kept. Far
+more than an LLM can choose among (OpenAI takes at most 128 tools per request)."""
+HUB_PAGE_BYTES = 512 * 1024
+"""A hub `tools/list` page holds at most this many bytes of tools as JSON (always at least one
+tool): half the SDK's 1 MiB event limit, and several times the largest tool the limits above
+admit. Clients that read only the first page (livekit-agents' MCP client) still see whole
+catalogs up to this size."""
+
+
+@dataclass(frozen=True)
+class CatalogLimits:
+    """The per-server catalog limits (the constants above unless a test says otherwise)."""
+
+    description_bytes: int = MAX_DESCRIPTION_BYTES
+    input_schema_bytes: int = MAX_INPUT_SCHEMA_BYTES
+    tools_per_server: int = MAX_TOOLS_PER_SERVER
 
 
 @dataclass(frozen=True)
@@ -102,18 +133,4 @@ def redacted_json(value: Any, redact: Callable[[str], str]) -> str:
     Redacting only the encoded text misses a secret that JSON escapes (a quote, a backslash,
     a non-ASCII letter); a number that contains a secret becomes the masked string.
     """
-
-    def walk(v: Any) -> Any:
-        if isinstance(v, str):
-            return redact(v)
-        if isinstance(v, Mapping):
-            return {redact(str(k)): walk(x) for k, x in v.items()}
-        if isinstance(v, list | tuple):
-            return [walk(x) for x in v]
-        if isinstance(v, int | float) and not isinstance(v, bool):
-            text = json.dumps(v)
-            masked = redact(text)
-            return v if masked == text else masked
-        return v
-
-    return redact(json.dumps(walk(value), sort_keys=True, default=str))
+    return redact(json.dumps(mask_tree(value, redact), sort_keys=True, default=str))

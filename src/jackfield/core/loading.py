@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import types
 import typing
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,9 +36,17 @@ MAX_FILE_BYTES = 1024 * 1024
 """A config file larger than this is refused unread: configs are small, and YAML is not fast."""
 
 MAX_NODES = 100_000
-"""Nodes walked per file, aliases counted each time they are used (stops billion-laughs)."""
+"""Nodes walked per document, aliases counted each time they are used (stops billion-laughs)."""
+
+MAX_SNAPSHOT_NODES = 500_000
+"""Nodes walked for the whole snapshot: every document of every file, counted as MAX_NODES is.
+A per-document cap alone lets many documents each just under it cost minutes (10,000 prompt
+documents are 150,000 nodes)."""
 
 MAX_DEPTH = 64
+
+_CHECK_EVERY = 1024
+"""Nodes between two looks at the caller's deadline (a look costs a clock read)."""
 
 Path = tuple[str | int, ...]
 
@@ -49,6 +57,79 @@ class SourceFile:
 
     path: str
     data: bytes
+
+
+def too_large(path: str, size: int) -> ConfigError:
+    """The error for a file of `size` bytes (its size on disk, not what was read of it)."""
+    return ConfigError(path, 1, 1, f"file is {size} bytes; the limit is {MAX_FILE_BYTES}")
+
+
+class _TooLarge(Exception):
+    def __init__(self, mark: yaml.Mark) -> None:
+        self.mark = mark
+
+
+class _OverBudget(Exception):
+    """The snapshot's budget (`Budget`) ran out; unlike _TooLarge, not the file's own fault."""
+
+    def __init__(self, mark: yaml.Mark | None) -> None:
+        self.mark = mark
+
+
+class Budget:
+    """What loading one snapshot may cost, shared by all its files and documents: nodes walked
+    (MAX_SNAPSHOT_NODES) and, when the caller gives `expired`, time. The core reads no clock:
+    `expired` is the caller's, looked at every _CHECK_EVERY nodes and between documents."""
+
+    def __init__(
+        self,
+        nodes: int = MAX_SNAPSHOT_NODES,
+        expired: Callable[[], bool] | None = None,
+        seconds: float | None = None,
+    ) -> None:
+        """`seconds`: the time budget behind `expired`, for the message only."""
+        self.nodes = nodes
+        self.spent = 0
+        self.expired = expired
+        self.seconds = seconds
+        self.out_of_time = False
+        self._next_check = _CHECK_EVERY
+
+    @property
+    def exhausted(self) -> bool:
+        return self.spent > self.nodes or self.out_of_time
+
+    def check_time(self) -> bool:
+        """True (and remembered) once the caller's deadline has passed."""
+        if not self.out_of_time and self.expired is not None and self.expired():
+            self.out_of_time = True
+        return self.out_of_time
+
+    def spend(self, mark: yaml.Mark) -> None:
+        """Count one node.
+
+        Raises:
+            _OverBudget: the snapshot's nodes or time ran out (at `mark`).
+        """
+        self.spent += 1
+        if self.spent > self.nodes:
+            raise _OverBudget(mark)
+        if self.spent >= self._next_check:
+            self._next_check = self.spent + _CHECK_EVERY
+            if self.check_time():
+                raise _OverBudget(mark)
+
+    def message(self) -> str:
+        if self.out_of_time:
+            took = f"{self.seconds:g} s" if self.seconds is not None else "its time budget"
+            return (
+                f"reading the config took longer than {took}; the pass is refused and the last"
+                " good state keeps serving"
+            )
+        return (
+            f"the config is too large: all files together pass {self.nodes} nodes after alias"
+            " expansion (this file ran out of the budget here)"
+        )
 
 
 @dataclass(frozen=True)
@@ -88,9 +169,20 @@ class LoadedDocument:
     warnings: tuple[ConfigError, ...] = ()
 
 
-class _TooLarge(Exception):
-    def __init__(self, mark: yaml.Mark) -> None:
-        self.mark = mark
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that looks at the deadline while composing (a 1 MiB document is ~10^5 nodes)."""
+
+    def __init__(self, stream: str, budget: Budget) -> None:
+        super().__init__(stream)
+        self.budget = budget
+        self.composed = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        self.composed += 1
+        if self.composed % _CHECK_EVERY == 0 and self.budget.check_time():
+            raise _OverBudget(self.get_mark())
+        node: yaml.Node | None = super().compose_node(parent, index)
+        return node
 
 
 def _mark(m: yaml.Mark, node: yaml.Node | None = None) -> Mark:
@@ -102,18 +194,28 @@ def _mark(m: yaml.Mark, node: yaml.Node | None = None) -> Mark:
 
 
 class _Walker:
-    """Records marks and enforces the size/depth budget before anything is constructed."""
+    """Records marks and enforces the size/depth budget before anything is constructed: the
+    document's own (MAX_NODES, MAX_DEPTH) and the snapshot's (`Budget`)."""
 
-    def __init__(self, positions: Positions, errors: list[tuple[Mark, str]]) -> None:
+    def __init__(
+        self, positions: Positions, errors: list[tuple[Mark, str]], snapshot: Budget
+    ) -> None:
         self.positions = positions
         self.errors = errors
         self.budget = MAX_NODES
+        self.snapshot = snapshot
+        self.marks: dict[int, Mark] = {}
+        """By node id: an alias walks the same node again, its mark is computed once."""
 
     def walk(self, node: yaml.Node, path: Path, depth: int = 0) -> None:
         self.budget -= 1
         if self.budget < 0 or depth > MAX_DEPTH:
             raise _TooLarge(node.start_mark)
-        self.positions.values.setdefault(path, _mark(node.start_mark, node))
+        self.snapshot.spend(node.start_mark)
+        mark = self.marks.get(id(node))
+        if mark is None:
+            mark = self.marks[id(node)] = _mark(node.start_mark, node)
+        self.positions.values.setdefault(path, mark)
         if isinstance(node, yaml.MappingNode):
             seen: dict[Any, Mark] = {}
             for key_node, value_node in node.value:
@@ -155,6 +257,7 @@ class _Walker:
         seen: dict[Any, Mark],
     ) -> None:
         self.budget -= 1
+        self.snapshot.spend(key_node.start_mark)
         key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
         mark = _mark(key_node.start_mark)
         if key is None:
@@ -174,9 +277,7 @@ class _Walker:
 
 def _decode(source: SourceFile) -> tuple[str | None, ConfigError | None]:
     if len(source.data) > MAX_FILE_BYTES:
-        return None, ConfigError(
-            source.path, 1, 1, f"file is {len(source.data)} bytes; the limit is {MAX_FILE_BYTES}"
-        )
+        return None, too_large(source.path, len(source.data))
     try:
         return source.data.decode("utf-8-sig"), None
     except UnicodeDecodeError as e:
@@ -186,8 +287,20 @@ def _decode(source: SourceFile) -> tuple[str | None, ConfigError | None]:
         return None, ConfigError(source.path, line, column, "file is not valid UTF-8 text")
 
 
+_OPENERS = {
+    "while parsing a flow sequence": "this '[' is never closed",
+    "while parsing a flow mapping": "this '{' is never closed",
+    "while scanning a quoted scalar": "this quote is never closed",
+    "while scanning a simple key": "this key is not followed by ':'",
+}
+"""Contexts whose mark is where the mistake was made: a bracket or quote opened there runs on
+until the parser gives up (often at the end of the file), so the problem's mark is far from it."""
+
+
 def _yaml_error(path: str, e: yaml.YAMLError, text: str) -> ConfigError:
-    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    problem_mark = getattr(e, "problem_mark", None)
+    context_mark = getattr(e, "context_mark", None)
+    mark = problem_mark or context_mark
     line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
     if isinstance(e, yaml.reader.ReaderError):
         before = text[: e.position]
@@ -195,12 +308,25 @@ def _yaml_error(path: str, e: yaml.YAMLError, text: str) -> ConfigError:
         return ConfigError(path, line, column, f"character {e.character:#x} is not allowed in YAML")
     problem = getattr(e, "problem", None) or str(e).splitlines()[0]
     context = getattr(e, "context", None)
+    opener = _OPENERS.get(context) if isinstance(context, str) else None
+    if opener is not None and context_mark is not None:
+        at = (
+            f" at {problem_mark.line + 1}:{problem_mark.column + 1}"
+            if problem_mark is not None
+            else ""
+        )
+        return ConfigError(
+            path,
+            context_mark.line + 1,
+            context_mark.column + 1,
+            f"YAML syntax error: {opener} ({problem}{at})",
+        )
     message = f"YAML syntax error: {problem}" + (f" ({context})" if context else "")
     return ConfigError(path, line, column, message)
 
 
 def _documents(
-    source: SourceFile, errors: list[ConfigError]
+    source: SourceFile, errors: list[ConfigError], budget: Budget
 ) -> Iterator[tuple[Any, Positions, int]]:
     """Each non-empty document of a file: (data, positions, first line)."""
     text, error = _decode(source)
@@ -208,16 +334,18 @@ def _documents(
         errors.append(error)
         return
     assert text is not None
-    loader: yaml.SafeLoader | None = None
+    loader: _Loader | None = None
     try:
-        loader = yaml.SafeLoader(text)
+        loader = _Loader(text, budget)
         while loader.check_node():
+            if budget.check_time():
+                raise _OverBudget(loader.get_mark())
             node = loader.get_node()
             if node is None:
                 continue
             positions = Positions()
             problems: list[tuple[Mark, str]] = []
-            _Walker(positions, problems).walk(node, ())
+            _Walker(positions, problems, budget).walk(node, ())
             errors.extend(ConfigError(source.path, m.line, m.column, msg) for m, msg in problems)
             data = loader.construct_document(node)
             if data is None:
@@ -233,6 +361,9 @@ def _documents(
                 f" alias expansion, depth {MAX_DEPTH})",
             )
         )
+    except _OverBudget as e:
+        line, column = (e.mark.line + 1, e.mark.column + 1) if e.mark is not None else (1, 1)
+        errors.append(ConfigError(source.path, line, column, budget.message()))
     except yaml.YAMLError as e:
         errors.append(_yaml_error(source.path, e, text))
     except RecursionError:
@@ -375,12 +506,17 @@ def _check_expansions(
 
 
 def load_file(
-    source: SourceFile, env: Mapping[str, str]
+    source: SourceFile, env: Mapping[str, str], budget: Budget | None = None
 ) -> tuple[list[LoadedDocument], list[ConfigError]]:
-    """Every document of one file, validated, with every error found in it."""
+    """Every document of one file, validated, with every error found in it.
+
+    `budget` is shared by every file of a snapshot (a fresh one when None); once it is
+    `exhausted` the file's errors say so and its documents are cut short.
+    """
     errors: list[ConfigError] = []
     loaded: list[LoadedDocument] = []
-    for data, positions, line in _documents(source, errors):
+    budget = budget if budget is not None else Budget()
+    for data, positions, line in _documents(source, errors, budget):
         _check_expansions(data, positions, source.path, env, errors)
         document = _validate(data, positions, source, line, errors)
         if document is not None:

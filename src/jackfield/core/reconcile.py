@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from jackfield.core.desired import ParseCache, Snapshot, build_snapshot, normalised
-from jackfield.core.loading import SourceFile
+from jackfield.core.loading import Budget, SourceFile
 from jackfield.core.planning import Applied, Key, Plan, plan
 from jackfield.core.status import (
     Condition,
@@ -151,8 +151,9 @@ def decide(
     *,
     allow_empty: bool = False,
     cache: ParseCache | None = None,
+    budget: Budget | None = None,
 ) -> Skip | Refuse | Apply:
-    """What one pass does with these files. `cache` is `build_snapshot`'s parse cache."""
+    """What one pass does with these files. `cache` and `budget` are `build_snapshot`'s."""
     digests = file_digests(files)
     digest = files_digest(digests, read_errors)
     if digest == memory.refused_digest:
@@ -164,7 +165,9 @@ def decide(
         # a scan and a hash, not a load)
         return Skip(applied.revision, digest)
     try:
-        snapshot = build_snapshot(files, env, read_errors, cache=cache, digests=digests)
+        snapshot = build_snapshot(
+            files, env, read_errors, cache=cache, digests=digests, budget=budget
+        )
     except ConfigInvalid as invalid:
         kept = applied.revision if applied is not None else "none"
         message = f"{len(invalid.errors)} error(s) in the config; revision {kept} keeps running"

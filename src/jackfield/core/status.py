@@ -148,6 +148,8 @@ class ServerStatus:
     """Human-readable: 'files_read_file: kept by server alpha'."""
     last_connected: datetime | None = None
     description: str = ""
+    withheld: tuple[str, ...] = ()
+    """Tools the server lists but the catalog does not offer, and why (invalid, over a limit)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Extensions (capabilities, server info, limits), shown as-is."""
 
@@ -165,6 +167,7 @@ class ServerStatus:
             "conflicts": list(self.conflicts),
             "last_connected": rfc3339(self.last_connected),
             "description": self.description,
+            "withheld": list(self.withheld),
             **self.extra,
         }
 
@@ -208,9 +211,18 @@ class HubStatus:
     url: str | None = None
     tools: int = 0
     sessions: int = 0
+    max_sessions: int | None = None
+    refused_sessions: int = 0
+    """New sessions refused because `max_sessions` were open."""
 
     def to_json(self) -> dict[str, Any]:
-        return {"url": self.url, "tools": self.tools, "sessions": self.sessions}
+        return {
+            "url": self.url,
+            "tools": self.tools,
+            "sessions": self.sessions,
+            "max_sessions": self.max_sessions,
+            "refused_sessions": self.refused_sessions,
+        }
 
 
 @dataclass(frozen=True)

@@ -3,15 +3,20 @@
 GET and HEAD only. With a token, every route but the probes (/livez, /healthz, /readyz) wants
 `Authorization: Bearer <token>`. The probes call only the provider's cheap in-memory checks,
 so an orchestrator polling them never reaches the store or the MCP servers.
+
+Bound to a loopback address, the server answers only requests whose `Host` names loopback (or
+one of `allowed_hosts`): a web page that rebinds its DNS name to 127.0.0.1 reaches the port, but
+its requests carry its own name, so it reads nothing.
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -41,6 +46,26 @@ DASHBOARD_CSP = (
 )
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+
+
+def is_loopback(host: str) -> bool:
+    """`host` (a name or an address, IPv6 with or without brackets) is this machine only."""
+    host = host.strip("[]").rstrip(".").lower()
+    if host in LOOPBACK_NAMES or host.endswith(".localhost"):  # RFC 6761: *.localhost is local
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def host_name(header: str) -> str:
+    """The name in a `Host` header, without its port (`[::1]:8080` -> `::1`)."""
+    if header.startswith("["):
+        return header[1 : header.find("]")] if "]" in header else header
+    return header.rpartition(":")[0] if header.count(":") == 1 else header
 
 
 class StatusProvider(Protocol):
@@ -85,6 +110,7 @@ class StatusServer:
         token: str | None = None,
         refresh_seconds: int = 5,
         status_ttl: float = STATUS_TTL,
+        allowed_hosts: Iterable[str] = (),
     ) -> None:
         self._provider = provider
         self._metrics = metrics
@@ -95,6 +121,8 @@ class StatusServer:
         self._runner: web.AppRunner | None = None
         self._cached: tuple[float, Status, bytes] | None = None
         self._status_ttl = status_ttl
+        self._allowed_hosts = frozenset(h.strip().lower() for h in allowed_hosts if h.strip())
+        self._check_host = is_loopback(host)
 
     @property
     def port(self) -> int:
@@ -157,6 +185,12 @@ class StatusServer:
             if request.method not in ("GET", "HEAD"):
                 # Before auth and routing: no method other than GET/HEAD exists anywhere.
                 response = _error(405, "method not allowed", {"Allow": ALLOW})
+            elif not self._host_allowed(request):
+                response = _error(
+                    421,
+                    "this status server answers loopback host names only"
+                    " (set JACKFIELD_STATUS_ALLOWED_HOSTS to add one)",
+                )
             elif (
                 self._token is not None
                 and request.path not in PUBLIC_PATHS
@@ -175,6 +209,13 @@ class StatusServer:
             response = _error(500, "internal error")
         response.headers.update(COMMON_HEADERS)
         return response
+
+    def _host_allowed(self, request: web.Request) -> bool:
+        header = request.headers.get("Host")
+        if not self._check_host or header is None:  # no Host: not a browser, nothing to rebind
+            return True
+        name = host_name(header).lower()
+        return is_loopback(name) or name in self._allowed_hosts
 
     def _authorized(self, request: web.Request) -> bool:
         assert self._token is not None

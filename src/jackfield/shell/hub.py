@@ -10,12 +10,19 @@ livekit-agents' MCP client), `subscriptions/listen` events to 2026-07-28 clients
 A hub session is what `scope: session` servers are opened for and closed with: the
 `x-jackfield-session` header when the client sends one, else the handshake-era
 `Mcp-Session-Id`, else (a 2026-07-28 client, which has no session) the single request. It
-lasts while any connection or request carrying it is open.
+lasts while any connection or request carrying it is open. At most `max_sessions` handshake-era
+sessions are open at once (a new one beyond is refused with 503 and a sentence, and counted),
+and one with no request in flight and no open stream for `session_idle` seconds is closed.
+
+`tools/list` is paged (`nextCursor`), each page at most HUB_PAGE_BYTES of tools: clients read
+an answer as one SSE event and the SDK's client fails one over 1 MiB, so however large the
+catalog grows, no page approaches that.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import hmac
 import itertools
@@ -55,6 +62,7 @@ from jackfield.core.agent_view import (
 )
 from jackfield.core.catalog import CatalogChange, Entry
 from jackfield.core.desired import Snapshot
+from jackfield.core.limits import HUB_PAGE_BYTES
 from jackfield.core.status import SERVING_STATES, HubStatus
 from jackfield.shell.redaction import redact
 from jackfield.shell.servers import ServerManager, error_result
@@ -68,6 +76,10 @@ ANNOUNCE_TIMEOUT = 2.0
 """Seconds one client may hold up an announcement before it is skipped for that client."""
 STOP_GRACE = 5.0
 """Seconds `stop` waits for session clean-ups (closing `scope: session` servers)."""
+DEFAULT_MAX_SESSIONS = 256
+DEFAULT_SESSION_IDLE = 300.0
+PAGE_OVERHEAD = 1024
+"""Bytes of a `tools/list` answer besides its tools (the JSON-RPC envelope, cursor, SSE framing)."""
 _RESERVED_META = "io.modelcontextprotocol/"
 
 Scope = MutableMapping[str, Any]
@@ -95,10 +107,16 @@ async def _respond(send: Callable[[Any], Awaitable[None]], status: int, body: by
     await send({"type": "http.response.body", "body": body})
 
 
+def _authorized(header: bytes, token: bytes) -> bool:
+    """`Bearer <token>`, the scheme in any case (RFC 7235: auth schemes are case-insensitive)."""
+    scheme, _, credentials = header.strip().partition(b" ")
+    return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.lstrip(b" "), token)
+
+
 def _bearer(token: str, app: ASGIApp, on_event: AgentEventHandler) -> ASGIApp:
     """401 for every HTTP request without `Authorization: Bearer <token>`; no WebSockets.
     `POST /agent/events` (a job's report, JSON with `event`) goes to `on_event`."""
-    expected = f"Bearer {token}".encode()
+    expected = token.encode()
 
     async def guarded(scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] == "websocket":
@@ -106,7 +124,7 @@ def _bearer(token: str, app: ASGIApp, on_event: AgentEventHandler) -> ASGIApp:
             return
         if scope["type"] == "http":
             given = dict(scope.get("headers") or []).get(b"authorization", b"")
-            if not hmac.compare_digest(given, expected):
+            if not _authorized(given, expected):
                 await send({"type": "http.response.start", "status": 401, "headers": [
                     (b"content-type", b"application/json"),
                     (b"www-authenticate", b'Bearer realm="jackfield-hub"'),
@@ -119,6 +137,33 @@ def _bearer(token: str, app: ASGIApp, on_event: AgentEventHandler) -> ASGIApp:
         await app(scope, receive, send)
 
     return guarded
+
+
+def _refusals(app: ASGIApp, refusal: Callable[[], bytes]) -> ASGIApp:
+    """The SDK's answer to a new session over its `max_sessions` (503) with our sentence in the
+    JSON-RPC error, a Retry-After, and `refusal` told (it counts and words them)."""
+
+    async def counted(scope: Scope, receive: Any, send: Any) -> None:
+        headers = dict(scope.get("headers") or []) if scope["type"] == "http" else {}
+        if b"mcp-session-id" in headers or scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        refused = False
+
+        async def reworded(message: Any) -> None:
+            nonlocal refused
+            if message["type"] == "http.response.start" and message["status"] == 503:
+                refused = True
+                await send({"type": "http.response.start", "status": 503, "headers": [
+                    (b"content-type", b"application/json"), (b"retry-after", b"5"),
+                ]})  # fmt: skip
+                await send({"type": "http.response.body", "body": refusal()})
+            elif not refused:
+                await send(message)
+
+        await app(scope, receive, reworded)
+
+    return counted
 
 
 async def _agent_event(scope: Scope, receive: Any, send: Any, on_event: AgentEventHandler) -> None:
@@ -175,11 +220,24 @@ def _own(result: mcp_types.CallToolResult) -> mcp_types.CallToolResult:
 
 
 class ToolHub:
-    def __init__(self, manager: ServerManager, *, host: str, port: int, token: str) -> None:
+    def __init__(
+        self,
+        manager: ServerManager,
+        *,
+        host: str,
+        port: int,
+        token: str,
+        max_sessions: int = DEFAULT_MAX_SESSIONS,
+        session_idle: float = DEFAULT_SESSION_IDLE,
+    ) -> None:
         self.manager = manager
         self.host = host
         self.port = port
         self.token = token
+        self.max_sessions = max_sessions
+        self.session_idle = session_idle
+        self.refused_sessions = 0
+        """New hub sessions refused because `max_sessions` were open."""
         self.snapshot: Snapshot | None = None
         self.view: AgentView | None = None
         self.instructions = ""
@@ -198,6 +256,10 @@ class ToolHub:
         self._ids = itertools.count(1)
         self._by_name: dict[str, Entry] = {}
         self._served: tuple[mcp_types.Tool, ...] = ()
+        """Sorted by name: a cursor is the name of the last tool of the page before."""
+        self._names: list[str] = []
+        self._sizes: list[int] = []
+        """JSON bytes of each served tool, for cutting pages."""
         self._bus = InMemorySubscriptionBus()
         self._listen = ListenHandler(self._bus)
         self._server = self._mcp_server()
@@ -212,8 +274,25 @@ class ToolHub:
     # --- what is served -------------------------------------------------------------------------
 
     def tools(self) -> list[mcp_types.Tool]:
-        """What `tools/list` answers: the view's tools, built once per change."""
+        """What `tools/list` answers, all pages: the view's tools, built once per change."""
         return list(self._served)
+
+    def page(self, cursor: str | None) -> mcp_types.ListToolsResult:
+        """The tools after `cursor` (the last name of the page before), up to HUB_PAGE_BYTES.
+
+        A catalog that changes between pages neither repeats nor skips a tool that stays.
+        """
+        start = 0 if cursor is None else bisect.bisect_right(self._names, cursor)
+        end, used = start, PAGE_OVERHEAD
+        while end < len(self._served) and (
+            end == start or used + self._sizes[end] <= HUB_PAGE_BYTES
+        ):
+            used += self._sizes[end]
+            end += 1
+        more = end < len(self._served)
+        return mcp_types.ListToolsResult(
+            tools=list(self._served[start:end]), nextCursor=self._names[end - 1] if more else None
+        )
 
     def _input_schema(self, name: str) -> Mapping[str, Any] | None:
         entry = self._by_name.get(name)
@@ -235,7 +314,7 @@ class ToolHub:
         async def list_tools(
             ctx: ServerRequestContext[Any], params: mcp_types.PaginatedRequestParams | None
         ) -> mcp_types.ListToolsResult:
-            return mcp_types.ListToolsResult(tools=self.tools())
+            return self.page(params.cursor if params is not None else None)
 
         async def call_tool(
             ctx: ServerRequestContext[Any], params: mcp_types.CallToolRequestParams
@@ -357,8 +436,11 @@ class ToolHub:
             self._served = tuple(
                 mcp_types.Tool(name=e.name, description=e.description or None,
                                inputSchema=dict(e.input_schema))
-                for e in view.tools
+                for e in sorted(view.tools, key=lambda e: e.name)
             )  # fmt: skip
+            self._names = [t.name for t in self._served]
+            self._sizes = [len(t.model_dump_json(by_alias=True, exclude_none=True).encode()) + 1
+                           for t in self._served]  # fmt: skip
             if previous is not None or view.tools:
                 self._announce(tools=True, prompts=False)
         if previous is None or view.revision != previous.revision:
@@ -446,14 +528,33 @@ class ToolHub:
         return f"http://{self.host}:{self.port}/mcp"
 
     def status(self) -> HubStatus:
-        return HubStatus(url=self.url, tools=len(self.tools()), sessions=len(self._connections))
+        return HubStatus(
+            url=self.url, tools=len(self.tools()), sessions=len(self._connections),
+            max_sessions=self.max_sessions, refused_sessions=self.refused_sessions,
+        )  # fmt: skip
+
+    def _refused(self) -> bytes:
+        self.refused_sessions += 1
+        log.warning("refused a new hub session: %d are open, the limit", self.max_sessions)
+        message = (
+            f"The hub has {self.max_sessions} open sessions, its limit"
+            " (JACKFIELD_HUB_MAX_SESSIONS): close an unused session or try again shortly."
+        )
+        error = {"code": mcp_types.INTERNAL_ERROR, "message": message}
+        return json.dumps({"jsonrpc": "2.0", "id": None, "error": error}).encode()
 
     def agent_sessions(self) -> int:
         """Connections of jackfield's own agent jobs (they identify themselves by header)."""
         return sum(1 for key in self._connections.values() if key.startswith("job-"))
 
     async def start(self) -> None:
-        app = self._server.streamable_http_app(host=self.host)
+        app = _refusals(
+            self._server.streamable_http_app(
+                host=self.host, max_sessions=self.max_sessions,
+                session_idle_timeout=self.session_idle,
+            ),
+            self._refused,
+        )  # fmt: skip
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self.port))

@@ -37,6 +37,8 @@ PING_TIMEOUT = 3.0
 BACKOFF_FIRST = 0.2
 BACKOFF_MAX = 5.0
 CLOSE_TIMEOUT = 3.0
+MAX_PAGES = 1000
+"""Pages of `tools/list` read before the rest is left out (a hub whose cursor never ends)."""
 UNREACHABLE = "I can't reach my tools right now. Please try again in a moment."
 
 
@@ -192,8 +194,18 @@ class HubLink:
         return view
 
     async def tools(self) -> list[mcp_types.Tool]:
+        """The hub's whole catalog, page by page: the hub pages it so that no one response has
+        to hold every tool (an SSE event has a size limit)."""
         try:
-            return (await self.client.list_tools()).tools
+            tools: list[mcp_types.Tool] = []
+            cursor: str | None = None
+            for _ in range(MAX_PAGES):
+                page = await self.client.list_tools(cursor=cursor)
+                tools.extend(page.tools)
+                if not page.next_cursor or page.next_cursor == cursor:
+                    break
+                cursor = page.next_cursor
+            return tools
         except HubUnavailable:
             raise
         except Exception as e:

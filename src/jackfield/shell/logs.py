@@ -2,7 +2,8 @@
 
 Every value registered with `register_secrets` (`shell/redaction.py`: the expanded `${VAR}`
 values, tokens) is replaced by `********` in the final message, in exception text and in stack
-text, whatever logger emitted the record.
+text, whatever logger emitted the record, in every encoded form too (httpx logs a URL's query
+percent-encoded on every request).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from jackfield.shell.redaction import MASK, pattern, redact, register_secrets
+from jackfield.shell.redaction import MASK, active, redact, register_secrets
 
 __all__ = ["MASK", "RedactingFilter", "configure_logging", "redact", "register_secrets"]
 
@@ -25,7 +26,7 @@ class RedactingFilter(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if pattern() is None:
+        if not active():
             return True
         record.msg = redact(record.getMessage())
         record.args = None

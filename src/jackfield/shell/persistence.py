@@ -22,10 +22,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TypeVar
 
+from sqlalchemy.engine import make_url
+
 from jackfield.core.planning import Applied, Key, Plan
 from jackfield.core.reconcile import PassRecord
 from jackfield.core.status import ServerStatus, utcnow
 from jackfield.errors import StoreUnavailable
+from jackfield.shell.redaction import redact
 from jackfield.shell.store import AuditRecord, Store, sqlite_file
 
 log = logging.getLogger(__name__)
@@ -39,6 +42,14 @@ AUDIT_KEPT = 10_000
 """Audit rows kept for a retry when a write fails (the newest; older ones are dropped)."""
 OPEN_BACKOFF = (1.0, 30.0)
 """First and longest wait between attempts to open the store (doubling)."""
+
+
+def database_password(url: str) -> list[str]:
+    """The password in a database URL, to register as a secret (none: empty)."""
+    with contextlib.suppress(Exception):  # an unparsable URL fails later, with its own message
+        password = make_url(url).password
+        return [password] if password else []
+    return []
 
 
 class Persistence:
@@ -80,10 +91,11 @@ class Persistence:
 
     def readiness(self) -> tuple[bool, str]:
         """The store's part of /readyz."""
-        return (True, "ok") if self.ok else (False, f"store unavailable: {self.problem}")
+        # The probes are public: the store's own words (host, port, driver text) stay in /status.
+        return (True, "ok") if self.ok else (False, "store unavailable (details in /status)")
 
     def _failed(self, error: Exception) -> None:
-        problem = f"{type(error).__name__}: {error}"
+        problem = redact(f"{type(error).__name__}: {error}")
         if problem != self.problem:
             log.warning("store unavailable, serving from memory: %s", problem)
         self.problem = problem

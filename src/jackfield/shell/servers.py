@@ -11,8 +11,9 @@ import asyncio
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import mcp_types
@@ -31,6 +32,7 @@ from jackfield.shell.supervisor import (
     Timing,
     Unavailable,
 )
+from jackfield.shell.trees import TreeMode
 from jackfield.spec.models import MCPServerSpec
 
 log = logging.getLogger(__name__)
@@ -43,7 +45,8 @@ class CallEvent:
     server: str
     tool: str
     outcome: str
-    """ok | error | unavailable | timeout | rejected:busy | rejected:rate | unknown"""
+    """ok | error | unavailable | timeout | rejected:busy | rejected:rate | rejected:sessions |
+    unknown"""
     seconds: float
     bytes_in: int
     bytes_out: int
@@ -80,6 +83,13 @@ def capped(result: mcp_types.CallToolResult, limit: int) -> mcp_types.CallToolRe
     )
 
 
+MAX_SESSION_PROCESSES = 32
+"""`scope: session` connections open at once, over all servers and hub sessions."""
+SESSION_IDLE = 300.0
+"""Seconds a `scope: session` connection may go unused before it is closed (the next call of
+that session opens it again)."""
+
+
 def _limited(spec: MCPServerSpec) -> bool:
     return not server_limits(spec).unlimited or bool(spec.tools.overrides)
 
@@ -91,6 +101,9 @@ class ServerManager:
         timing: Timing = DEFAULT_TIMING,
         observer: Callable[[CallEvent], None] | None = None,
         mode: ProtocolMode = "auto",
+        process_tree: TreeMode = "auto",
+        max_session_processes: int = MAX_SESSION_PROCESSES,
+        session_idle: float = SESSION_IDLE,
     ) -> None:
         self.timing = timing
         self.observer = observer
@@ -100,10 +113,17 @@ class ServerManager:
         self._servers: dict[str, Supervisor] = {}
         self._governors: dict[str, Governor] = {}
         self._sessions: dict[str, dict[str, Supervisor]] = {}
+        self.max_session_processes = max_session_processes
+        self.session_idle = session_idle
+        self.session_refusals: Counter[str] = Counter()
+        """Calls refused per server because `max_session_processes` were open."""
+        self._idle_timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        self._using: Counter[Supervisor] = Counter()
+        self._closing: set[asyncio.Task[None]] = set()
         self._catalog = Catalog()
         self._dirty = False
         self._flush_scheduled = False
-        self.warden = Warden()
+        self.warden = Warden(process_tree)
         self.in_flight = 0
 
     async def __aenter__(self) -> ServerManager:
@@ -116,7 +136,11 @@ class ServerManager:
     async def close(self) -> None:
         """Stop every server in parallel, then the warden."""
         sessions = [s for per in self._sessions.values() for s in per.values()]
-        await asyncio.gather(*(s.stop() for s in [*self._servers.values(), *sessions]))
+        for timer in self._idle_timers.values():
+            timer.cancel()
+        self._idle_timers.clear()
+        await asyncio.gather(*(s.stop() for s in [*self._servers.values(), *sessions]),
+                             *self._closing)  # fmt: skip
         self._servers.clear()
         self._sessions.clear()
         self._changed()
@@ -151,6 +175,8 @@ class ServerManager:
     async def _stop_server(self, name: str) -> None:
         supervisor = self._servers.pop(name, None)
         per_session = [per.pop(name) for per in self._sessions.values() if name in per]
+        for key in [key for key in self._idle_timers if key[1] == name]:
+            self._idle_timers.pop(key).cancel()
         self._changed()  # its tools leave the catalog now, not after the (slow) shutdown
         await asyncio.gather(*(s.stop() for s in [supervisor, *per_session] if s is not None))
 
@@ -204,9 +230,17 @@ class ServerManager:
         out = []
         for name, s in sorted(self._servers.items()):
             status = s.status(catalog.by_server(name), catalog.conflicts.get(name, ()))
+            withheld = catalog.withheld.get(name, ())  # upstream tool names: masked too
+            masked = tuple(redact(w, s.connection.secrets) for w in withheld)
+            status = replace(status, withheld=masked)
             governor = self._governors.get(name)
             if governor is not None and _limited(governor.spec):
                 status.extra["limits"] = governor.snapshot()
+            if s.spec.scope == "session":
+                status.extra["session_processes"] = {
+                    "open": sum(name in per for per in self._sessions.values()),
+                    "refused": self.session_refusals[name],
+                }
             out.append(status)
         return out
 
@@ -229,12 +263,23 @@ class ServerManager:
         if supervisor is None:  # removed since the catalog was built
             return self._finish(None, name, "unknown", started, arguments, session,
                                 error_result(results.unknown_tool(name)))  # fmt: skip
-        if supervisor.spec.scope == "session" and session is not None:
-            supervisor = self._session_supervisor(entry.server, session)
-            await supervisor.wait_ready(supervisor.spec.timeouts.connect)
+        own_session = supervisor.spec.scope == "session" and session is not None
+        if own_session and session is not None:
+            own = self._session_supervisor(entry.server, session)
+            if own is None:
+                self.session_refusals[entry.server] += 1
+                text = results.speakable(entry.server, entry.upstream, (
+                    f"{self.max_session_processes} conversations already have a connection of"
+                    " their own open, the most allowed; try again once one has ended"))  # fmt: skip
+                return self._finish(supervisor, entry.upstream, "rejected:sessions", started,
+                                    arguments, session, error_result(text))  # fmt: skip
+            supervisor = own
+            self._using[supervisor] += 1  # not idle while a call waits for it or runs
         governor = self._governors[entry.server]
         self.in_flight += 1
         try:
+            if own_session:
+                await supervisor.wait_ready(supervisor.spec.timeouts.connect)
             result = await governor.call(
                 entry.upstream, arguments, lambda: supervisor.call(entry.upstream, arguments)
             )
@@ -247,6 +292,8 @@ class ServerManager:
                                 error_result(str(e)))  # fmt: skip
         finally:
             self.in_flight -= 1
+            if own_session and session is not None:
+                self._release(session, entry.server, supervisor)
         result = capped(result, supervisor.spec.limits.max_output_bytes)
         outcome = "error" if result.is_error else "ok"
         return self._finish(
@@ -282,11 +329,15 @@ class ServerManager:
             )
         return result
 
-    def _session_supervisor(self, server: str, session: str) -> Supervisor:
-        """`scope: session`: a connection of its own per hub session, opened on first use."""
-        per = self._sessions.setdefault(session, {})
+    def _session_supervisor(self, server: str, session: str) -> Supervisor | None:
+        """`scope: session`: a connection of its own per hub session, opened on first use;
+        None when `max_session_processes` are open already."""
+        per = self._sessions.get(session, {})
         supervisor = per.get(server)
         if supervisor is None:
+            if sum(len(p) for p in self._sessions.values()) >= self.max_session_processes:
+                return None
+            per = self._sessions.setdefault(session, per)
             shared = self._servers[server]
             supervisor = Supervisor(
                 server, shared.spec, shared.connection, on_change=lambda: None,
@@ -298,4 +349,40 @@ class ServerManager:
 
     async def close_session(self, session: str) -> None:
         per = self._sessions.pop(session, {})
+        for server in per:
+            timer = self._idle_timers.pop((session, server), None)
+            if timer is not None:
+                timer.cancel()
         await asyncio.gather(*(s.stop() for s in per.values()))
+
+    def _release(self, session: str, server: str, supervisor: Supervisor) -> None:
+        self._using[supervisor] -= 1
+        if self._using[supervisor] <= 0:
+            del self._using[supervisor]
+            self._touch(session, server, supervisor)
+
+    def _touch(self, session: str, server: str, supervisor: Supervisor) -> None:
+        """(Re)start the idle clock of a session's own connection."""
+        timer = self._idle_timers.pop((session, server), None)
+        if timer is not None:
+            timer.cancel()
+        if self._sessions.get(session, {}).get(server) is not supervisor:
+            return  # closed meanwhile
+        self._idle_timers[(session, server)] = asyncio.get_running_loop().call_later(
+            self.session_idle, self._idle, session, server, supervisor
+        )
+
+    def _idle(self, session: str, server: str, supervisor: Supervisor) -> None:
+        """Close a session's own connection unused for `session_idle` seconds."""
+        self._idle_timers.pop((session, server), None)
+        per = self._sessions.get(session, {})
+        if per.get(server) is not supervisor:
+            return
+        if self._using[supervisor]:
+            return  # the last call to end starts the clock again
+        del per[server]
+        if not per:
+            del self._sessions[session]
+        task = asyncio.get_running_loop().create_task(supervisor.stop())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)

@@ -5,9 +5,11 @@ process dies, a redacted stderr tail, the MCP spec's 5 s + 5 s shutdown, and cle
 own crash), so this is a small transport of our own that yields the SDK's stream pair.
 
 Nothing left behind: each server runs in its own session, so its process group holds every
-`npx`/`uvx`/`sh -c` grandchild and the group is what gets signalled. If jackfield itself dies
-(even by SIGKILL), the leader gets SIGKILL from PR_SET_PDEATHSIG and the warden, a tiny process
-holding a pipe from us, sees EOF and kills every group still registered with it.
+`npx`/`uvx`/`sh -c` grandchild, and its process tree (shell/trees.py: a cgroup, else a
+subreaper shim) holds what leaves the group too. If jackfield itself dies (even by SIGKILL),
+the leader gets SIGKILL from PR_SET_PDEATHSIG (the shim: SIGTERM, and it kills its tree), and
+the warden, a tiny process holding a pipe from us, sees EOF and kills every tree still
+registered with it.
 
 Whether a group is still alive is read from /proc, zombies excluded: in a container whose PID 1
 never reaps orphans, an exited grandchild stays a zombie forever and `killpg(pgid, 0)` would
@@ -39,6 +41,8 @@ from mcp.shared.message import SessionMessage
 
 from jackfield.core.connection import Connection, redact
 from jackfield.errors import PermanentError
+from jackfield.shell import redaction
+from jackfield.shell.trees import Containment, Tree, TreeMode
 
 log = logging.getLogger(__name__)
 
@@ -77,45 +81,100 @@ def _die_with(parent: int) -> Callable[[], None]:
 
 
 _WARDEN = r"""
-import os, signal, sys
-groups = set()
+import os, signal, sys, time
+root = sys.argv[1] if len(sys.argv) > 1 else ""
+groups, shims = set(), set()
 for line in sys.stdin:
-    op, pgid = line[0], int(line[1:])
-    (groups.add if op == "+" else groups.discard)(pgid)
-for pgid in groups:
+    op, kind, value = line[0], line[1], line[2:].strip()
+    chosen = groups if kind == "g" else shims
+    (chosen.add if op == "+" else chosen.discard)(value)
+
+def started(pid):
     try:
-        os.killpg(pgid, signal.SIGKILL)
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] == b"Z" else fields[19].decode()
+
+def signal_shims(sig):
+    for shim in shims:
+        pid, start = shim.split(":")
+        if started(pid) == start:
+            try:
+                os.kill(int(pid), sig)
+            except OSError:
+                pass
+
+if root:  # every server process's cgroup is below it: SIGKILL to all of them at once
+    try:
+        with open(os.path.join(root, "cgroup.kill"), "w") as f:
+            f.write("1")
     except OSError:
         pass
+for pgid in groups:
+    try:
+        os.killpg(int(pgid), signal.SIGKILL)
+    except OSError:
+        pass
+signal_shims(signal.SIGUSR1)  # a shim kills its tree, then exits; SIGKILL would orphan it
+signal_shims(signal.SIGCONT)
+deadline = time.monotonic() + 5
+while any(started(s.split(":")[0]) == s.split(":")[1] for s in shims):
+    if time.monotonic() > deadline:
+        signal_shims(signal.SIGKILL)
+        break
+    time.sleep(0.02)
+while root and time.monotonic() < deadline:
+    try:
+        for entry in os.scandir(root):
+            if entry.is_dir():
+                os.rmdir(entry.path)
+        os.rmdir(root)
+        break
+    except FileNotFoundError:
+        break
+    except OSError:  # still populated for a moment after cgroup.kill
+        time.sleep(0.02)
 """
 
 
 class Warden:
-    """Kills registered process groups when jackfield dies, however it dies."""
+    """Kills registered process trees when jackfield dies, however it dies. It also owns how
+    trees are held (`containment`), since it is what must find them after our death."""
 
-    def __init__(self) -> None:
+    def __init__(self, tree: TreeMode = "auto") -> None:
         self._proc: asyncio.subprocess.Process | None = None
+        self.containment = Containment(tree)
 
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
     async def start(self) -> None:
+        await self.containment.start()
+        root = str(self.containment.root) if self.containment.root is not None else ""
         self._proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-I", "-S", "-c", _WARDEN,
+            sys.executable, "-I", "-S", "-c", _WARDEN, root,
             stdin=asyncio.subprocess.PIPE, start_new_session=True,
         )  # fmt: skip
+
+    def tree(self, grace: float = TERM_GRACE) -> Tree:
+        """Raises OSError when the tree's cgroup cannot be made."""
+        return self.containment.tree(grace)
 
     def _send(self, line: str) -> None:
         if self._proc is not None and self._proc.stdin is not None:
             with contextlib.suppress(OSError, RuntimeError):
                 self._proc.stdin.write(line.encode())
 
-    def watch(self, pgid: int) -> None:
-        self._send(f"+{pgid}\n")
+    def watch(self, tree: Tree) -> None:
+        for line in tree.warden_lines():
+            self._send(f"+{line}\n")
 
-    def forget(self, pgid: int) -> None:
-        self._send(f"-{pgid}\n")
+    def forget(self, tree: Tree) -> None:
+        for line in tree.warden_lines():
+            self._send(f"-{line}\n")
 
     async def stop(self) -> None:
         """Closing the pipe is the signal: the warden kills what is left and exits."""
@@ -124,16 +183,22 @@ class Warden:
             return
         proc.stdin.close()
         try:
-            await asyncio.wait_for(proc.wait(), 5)
+            await asyncio.wait_for(proc.wait(), 10)
         except TimeoutError:
             proc.kill()
             await proc.wait()
+        self.containment.close()
 
 
 @dataclass
 class Tail:
     """The last lines of a server's stderr: at most `max_lines` lines and `max_bytes` UTF-8
-    bytes (newlines included), every known secret masked before anything is kept."""
+    bytes (newlines included), every known secret masked before anything is kept.
+
+    A line is masked with the server's secrets (in every encoded form, and each long line of
+    a multi-line one) before it is kept; what is shown is masked again as a whole, with every
+    secret registered by then, so a PEM key printed across lines is masked as one.
+    """
 
     secrets: frozenset[str] = frozenset()
     max_lines: int = 50
@@ -143,12 +208,20 @@ class Tail:
     _lines: deque[str] = field(default_factory=deque)
     _size: int = 0
     _partial: bytes = b""
+    _fed: int = 0
+    _shown: tuple[int, redaction.Redactor, str] | None = None
+    """The last `text()`: status asks often, the tail changes seldom."""
 
     def feed(self, raw: bytes) -> None:
         """Keep one line (a trailing newline is dropped)."""
-        text = redact(raw.decode(errors="replace").rstrip("\r\n"), self.secrets)
-        line = _clip(text, min(self.max_line, self.max_bytes - 1))
+        limit = min(self.max_line, self.max_bytes - 1)
+        mask = redaction.redactor(self.secrets)
+        # masked before it is clipped, and only as much as can be kept plus a secret's length:
+        # the clip never leaves a secret's head, and a huge line costs no huge regex pass
+        head = raw[: 4 * (limit + mask.longest)].decode(errors="replace").rstrip("\r\n")
+        line = _clip(mask(head), limit)
         self._lines.append(line)
+        self._fed += 1
         self._size += len(line.encode()) + 1
         while len(self._lines) > self.max_lines or self._size > self.max_bytes:
             self._size -= len(self._lines.popleft().encode()) + 1
@@ -171,10 +244,15 @@ class Tail:
             self._partial = b""
 
     def text(self) -> str | None:
-        return "\n".join(self._lines) if self._lines else None
+        if not self._lines:
+            return None
+        mask, shown = redaction.redactor(self.secrets), self._shown
+        if shown is None or shown[0] != self._fed or shown[1] is not mask:
+            shown = self._shown = (self._fed, mask, mask("\n".join(self._lines)))
+        return shown[2]
 
     def last(self) -> str | None:
-        return self._lines[-1] if self._lines else None
+        return redaction.redact(self._lines[-1], self.secrets) if self._lines else None
 
 
 def _clip(text: str, limit: int) -> str:
@@ -208,7 +286,7 @@ def _executable(command: str, env: Mapping[str, str], cwd: str | None) -> None:
         raise PermanentError(f"command not found: {command}")
 
 
-async def _spawn(connection: Connection) -> asyncio.subprocess.Process:
+async def _spawn(connection: Connection, tree: Tree) -> asyncio.subprocess.Process:
     """Raises PermanentError when the command or its working directory cannot ever work."""
     assert connection.command is not None
     if connection.cwd is not None and not os.path.isdir(connection.cwd):
@@ -216,16 +294,21 @@ async def _spawn(connection: Connection) -> asyncio.subprocess.Process:
     env = _environment({k: v.reveal() for k, v in connection.env.items()})
     argv = [connection.command, *(a.reveal() for a in connection.args)]
     options: dict[str, Any] = {}
-    if _SETPRIV is not None:
+    wrapped = tree.argv(argv)
+    if wrapped != argv or _SETPRIV is not None:
+        # a prelude, a shim or setpriv execs the command: say now what exec would say
+        _executable(connection.command, env, connection.cwd)
+    if not tree.pdeathsig:
+        pass  # the shim arms itself (and must outlive us long enough to kill its tree)
+    elif _SETPRIV is not None:
         # exec'd by setpriv, not armed by a preexec_fn: a preexec_fn forces fork() of the whole
         # process (tens of ms each, and the event loop stalls); setpriv keeps vfork/posix_spawn
-        _executable(connection.command, env, connection.cwd)
-        argv = [_SETPRIV, "--pdeathsig", "KILL", "--", *argv]
+        wrapped = [_SETPRIV, "--pdeathsig", "KILL", "--", *wrapped]
     else:
         options["preexec_fn"] = _die_with(os.getpid())
     try:
-        return await asyncio.create_subprocess_exec(
-            *argv,
+        proc = await asyncio.create_subprocess_exec(
+            *wrapped,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -239,42 +322,8 @@ async def _spawn(connection: Connection) -> asyncio.subprocess.Process:
         raise PermanentError(f"command not found: {connection.command}") from e
     except PermissionError as e:
         raise PermanentError(f"command not executable: {connection.command}") from e
-
-
-def group_members(pgid: int) -> list[int]:
-    """Pids of the live (non-zombie) processes in a process group, read from /proc."""
-    members = []
-    try:
-        entries = os.listdir("/proc")
-    except OSError:  # no /proc: ask the kernel, zombies included
-        return [pgid] if _killpg_alive(pgid) else []
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        # pid (comm) state ppid pgrp ...; comm may hold spaces and parentheses
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) > 2 and fields[0] != b"Z" and int(fields[2]) == pgid:
-            members.append(int(entry))
-    return members
-
-
-def _killpg_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _group_alive(pgid: int) -> bool:
-    return bool(group_members(pgid))
+    tree.spawned(proc.pid)
+    return proc
 
 
 async def _wait_exit(proc: asyncio.subprocess.Process, timeout: float) -> bool:
@@ -288,37 +337,42 @@ async def _wait_exit(proc: asyncio.subprocess.Process, timeout: float) -> bool:
     return True
 
 
-async def _signal_group(pgid: int, sig: int, then_wait: float) -> bool:
-    """Signal the group; True when it is gone within `then_wait` seconds. A stopped process
-    (SIGSTOP, a debugger) acts on SIGTERM only once continued, so SIGCONT follows it."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-        if sig == signal.SIGTERM:
-            os.killpg(pgid, signal.SIGCONT)
+async def _signal_tree(tree: Tree, sig: int, then_wait: float) -> bool:
+    """Signal the whole tree; True when it is gone within `then_wait` seconds. A stopped
+    process (SIGSTOP, a debugger) acts on SIGTERM only once continued, so SIGCONT follows."""
+    if sig == signal.SIGKILL:
+        tree.kill()
+    else:
+        tree.signal(sig)
+        tree.signal(signal.SIGCONT)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + then_wait
-    while _group_alive(pgid):
+    while tree.alive():
         if loop.time() >= deadline:
             return False
         await asyncio.sleep(EXIT_POLL)
     return True
 
 
-async def stop_process(proc: asyncio.subprocess.Process, stdin_grace: float = STDIN_GRACE) -> None:
-    """The MCP spec's stdio shutdown, applied to the whole group: close stdin, wait, SIGTERM,
-    wait, SIGKILL. Descendants still in the group after the leader exits are terminated too."""
-    pgid = proc.pid
+async def stop_process(
+    proc: asyncio.subprocess.Process, tree: Tree, stdin_grace: float = STDIN_GRACE
+) -> None:
+    """The MCP spec's stdio shutdown, applied to the whole tree: close stdin, wait, SIGTERM,
+    wait, SIGKILL. Descendants still alive after the leader exits are terminated too, in the
+    group or out of it."""
     if proc.stdin is not None:
         with contextlib.suppress(OSError, RuntimeError):
             proc.stdin.close()
-    if not await _wait_exit(proc, stdin_grace) or _group_alive(pgid):
-        if not await _signal_group(pgid, signal.SIGTERM, TERM_GRACE):
-            await _signal_group(pgid, signal.SIGKILL, TERM_GRACE)
+    if not await _wait_exit(proc, stdin_grace) or tree.alive():
+        if not await _signal_tree(tree, signal.SIGTERM, TERM_GRACE):
+            await _signal_tree(tree, signal.SIGKILL, TERM_GRACE)
     if not await _wait_exit(proc, 1.0):  # only a process in uninterruptible sleep gets here
-        log.warning("server process %d survived SIGKILL", pgid)
+        log.warning("server process %d survived SIGKILL", proc.pid)
         return
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(proc.wait(), 1)  # reap and close the transport
+    if not tree.alive():
+        tree.release()
 
 
 @dataclass
@@ -336,7 +390,6 @@ class StdioTransport:
     warden: Warden | None = None
     on_exit: Callable[[int], None] | None = None
     returncode: int | None = None
-    pid: int | None = None
     died: bool = False
     stdout_closed: bool = False
     garbage: int = 0
@@ -345,6 +398,12 @@ class StdioTransport:
     exited: asyncio.Event = field(default_factory=asyncio.Event)
     _stack: contextlib.AsyncExitStack | None = None
     _closing: bool = False
+    _tree: Tree | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The server's pid (under a subreaper shim, the shim's child, once it has forked)."""
+        return self._tree.server_pid() if self._tree is not None else None
 
     async def __aenter__(
         self,
@@ -375,10 +434,18 @@ class StdioTransport:
             MemoryObjectSendStream[SessionMessage],
         ]
     ]:
-        proc = await _spawn(self.connection)
-        self.pid = proc.pid
+        try:
+            tree = self.warden.tree() if self.warden is not None else Tree()
+        except OSError as e:  # its cgroup: a full or vanished hierarchy, worth a retry
+            raise RuntimeError(f"cannot make the process's cgroup: {e}") from e
+        try:
+            proc = await _spawn(self.connection, tree)
+        except BaseException:
+            tree.release()  # nothing was started in its cgroup
+            raise
+        self._tree = tree
         if self.warden is not None:
-            self.warden.watch(proc.pid)
+            self.warden.watch(tree)
         to_session, from_server = anyio.create_memory_object_stream[SessionMessage | Exception](0)
         to_server, from_session = anyio.create_memory_object_stream[SessionMessage](0)
         assert proc.stdout and proc.stderr and proc.stdin
@@ -449,7 +516,7 @@ class StdioTransport:
             # A connection that ended in an error is broken: the stdin grace is for servers
             # we stop on purpose, which may have state to flush.
             grace = STDIN_GRACE if graceful else BROKEN_GRACE
-            await _to_the_end(self._shutdown(proc, tasks, eof, grace, from_server, to_server))
+            await _to_the_end(self._shutdown(proc, tree, tasks, eof, grace, from_server, to_server))
 
     def _note_garbage(self, line: bytes) -> None:
         self.garbage += 1
@@ -463,6 +530,7 @@ class StdioTransport:
     async def _shutdown(
         self,
         proc: asyncio.subprocess.Process,
+        tree: Tree,
         tasks: list[asyncio.Task[None]],
         eof: asyncio.Event,
         stdin_grace: float,
@@ -474,7 +542,7 @@ class StdioTransport:
             await _wait_exit(proc, EOF_EXIT_WAIT)
         self.died = proc.returncode is not None
         self.stdout_closed = eof.is_set() and not self.died
-        await stop_process(proc, stdin_grace)
+        await stop_process(proc, tree, stdin_grace)
         # stderr ends with the process unless a survivor holds it: keep its last words.
         await asyncio.wait(tasks[1:2], timeout=DRAIN_WAIT)
         for task in tasks:
@@ -484,7 +552,7 @@ class StdioTransport:
         for stream in streams:
             await stream.aclose()
         if self.warden is not None:
-            self.warden.forget(proc.pid)
+            self.warden.forget(tree)
         self.returncode = proc.returncode
         self.exited.set()
 

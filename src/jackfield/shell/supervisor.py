@@ -25,17 +25,26 @@ from typing import Any, Literal
 import mcp_types
 from mcp.client.session import IncomingMessage
 from mcp.shared.exceptions import MCPError
-from mcp_types import CONNECTION_CLOSED, INVALID_PARAMS, REQUEST_TIMEOUT
+from mcp_types import (
+    CONNECTION_CLOSED,
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    METHOD_NOT_FOUND,
+    PARSE_ERROR,
+    REQUEST_TIMEOUT,
+)
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from jackfield.core import lifecycle
 from jackfield.core import tool_results as results
 from jackfield.core.catalog import UpstreamTool
-from jackfield.core.connection import Connection, redact
+from jackfield.core.connection import Connection
 from jackfield.core.failures import failure_of
 from jackfield.core.lifecycle import DEFAULT_TIMING, Life, Timing
 from jackfield.core.status import SERVING_STATES, ServerState, ServerStatus, utcnow
 from jackfield.errors import ConnectionLost, SessionExpired
+from jackfield.shell.redaction import redact, redact_tree, register_secrets
 from jackfield.shell.stdio import Tail, Warden
 from jackfield.shell.transports import Link, connect, short
 from jackfield.spec.models import MCPServerSpec
@@ -43,6 +52,23 @@ from jackfield.spec.models import MCPServerSpec
 __all__ = ["DEFAULT_TIMING", "ProtocolMode", "Supervisor", "Timing", "Unavailable"]
 
 log = logging.getLogger(__name__)
+
+UPSTREAM_MESSAGE_MAX = 200
+"""An upstream error message is cut to this many characters in a call's result."""
+SDK_ERRORS: tuple[tuple[int, str], ...] = (
+    (CONNECTION_CLOSED, "Connection closed"),
+    (CONNECTION_CLOSED, "SSE stream "),
+    (CONNECTION_CLOSED, "server answered a request with 202"),
+    (INTERNAL_ERROR, "Server returned an error response"),
+    (INVALID_REQUEST, "Session terminated"),
+    (INVALID_REQUEST, "Unexpected content type"),
+    (METHOD_NOT_FOUND, "Not Found"),
+    (PARSE_ERROR, "Failed to parse"),
+)
+"""(code, message start) of the errors the SDK makes up itself for a request that got no
+JSON-RPC answer (mcp/shared/jsonrpc_dispatcher.py, mcp/client/streamable_http.py): the
+connection closed, the HTTP exchange broke. Any other error response is the server answering,
+even with -32000 (the start of JSON-RPC's range for server errors, which the SDK reuses)."""
 
 STOP_TIMEOUT = 20.0
 """A stop that takes longer than this (a hung HTTP teardown) cancels the owner task. A stdio
@@ -83,6 +109,8 @@ class Supervisor:
         self.warden = warden
         self.timing = timing
         self.mode = mode
+        # before any connect can log the URL, args or headers these values are in
+        register_secrets(connection.secrets)
         self.tail = Tail(secrets=connection.secrets)
         self.life: Life = lifecycle.start(spec.enabled, _now())
         self.calls_in_flight = 0
@@ -177,13 +205,16 @@ class Supervisor:
         return self.tools if lifecycle.lists_tools(self.life, time.monotonic()) else ()
 
     def status(self, exposed: tuple[str, ...], conflicts: tuple[str, ...]) -> ServerStatus:
+        """What status shows; every string the server supplied (its serverInfo, capabilities,
+        protocol version, stderr, the errors it caused) with every secret masked."""
+        secrets = self.connection.secrets
         extra: dict[str, Any] = {"calls_in_flight": self.calls_in_flight}
         if self._served is not None and self._served.capabilities:
-            extra["capabilities"] = self._served.capabilities
+            extra["capabilities"] = redact_tree(self._served.capabilities, secrets)
         if self.server_info:
-            extra["server_info"] = self.server_info
+            extra["server_info"] = redact_tree(self.server_info, secrets)
         if self.protocol:
-            extra["protocol_version"] = self.protocol
+            extra["protocol_version"] = redact(self.protocol, secrets)
         if self.pid is not None:
             extra["pid"] = self.pid
         life = self.life
@@ -195,7 +226,7 @@ class Supervisor:
             tools=exposed,
             restarts=life.restarts,
             next_retry_at=life.next_retry_at,
-            last_error=life.last_error,
+            last_error=redact(life.last_error, secrets) if life.last_error else None,
             stderr_tail=self.tail.text(),
             conflicts=conflicts,
             last_connected=life.last_connected,
@@ -253,6 +284,12 @@ class Supervisor:
             return Unavailable(results.timed_out(self.name, tool, timeout), "timeout")
         if isinstance(e, MCPError) and e.code == INVALID_PARAMS:
             problem = e.message  # the caller's mistake, not the server's
+        elif isinstance(e, MCPError) and answered(e):
+            # the server answered: its connection works, whatever the answer says
+            message = " ".join(redact(e.message, self.connection.secrets).split())
+            if len(message) > UPSTREAM_MESSAGE_MAX:
+                message = message[: UPSTREAM_MESSAGE_MAX - 3] + "..."
+            problem = f"the server answered with an error: {message or f'code {e.code}'}"
         else:
             self._enter(lifecycle.CallFailed())
             lost = (isinstance(e, MCPError) and e.code == CONNECTION_CLOSED) or (
@@ -408,6 +445,11 @@ class Supervisor:
 
     def __repr__(self) -> str:
         return f"Supervisor({self.name!r}, {self.state})"
+
+
+def answered(e: MCPError) -> bool:
+    """Whether `e` is the server's JSON-RPC error response, not one the SDK made up."""
+    return not any(e.code == code and e.message.startswith(start) for code, start in SDK_ERRORS)
 
 
 def _now() -> lifecycle.Instant:

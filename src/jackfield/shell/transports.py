@@ -7,6 +7,11 @@ exit, an HTTP error status, the stream closing, an expired HTTP session. `connec
 them, handshakes and lists tools within the connect timeout, and turns whatever ends the
 connection into PermanentError, SessionExpired or ConnectionLost, worded by
 `core.failures.describe`: callers never decode a third-party exception.
+
+A `tools/list` answer is screened tool by tool on its way in (`Link.screen`): the SDK
+validates the whole result at once, so one malformed tool would fail its whole server, naming
+none. A tool that fails validation is taken out of the answer and listed with its reason, and
+the catalog withholds and reports it (core/catalog.py).
 """
 
 from __future__ import annotations
@@ -23,14 +28,18 @@ import aiohttp
 import anyio
 import httpx2
 import mcp_types
+import pydantic
 from mcp import Client
 from mcp.client.session import MessageHandlerFnT
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
+from mcp.shared.inbound import find_invalid_x_mcp_header
 from mcp.shared.message import SessionMessage
 from mcp_types import METHOD_NOT_FOUND
+from mcp_types.jsonrpc import JSONRPCRequest, JSONRPCResponse, RequestId
+from mcp_types.methods import validate_server_result
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from jackfield import __version__
@@ -38,12 +47,18 @@ from jackfield.core.catalog import UpstreamTool
 from jackfield.core.connection import Connection, redact
 from jackfield.core.failures import Fault, Tag, describe
 from jackfield.errors import ConnectionLost, PermanentError, SessionExpired, TemporaryError
-from jackfield.shell.stdio import StdioTransport, Tail, Warden, describe_exit
+from jackfield.shell.stdio import MAX_LINE, StdioTransport, Tail, Warden, describe_exit
 from jackfield.shell.websocket import websocket_client
 
 SESSION_HEADER = "mcp-session-id"
 MAX_PAGES = 100
 """tools/list pages read at most: a paginator that never ends cannot hang us."""
+MAX_SSE_EVENT = MAX_LINE
+"""Bytes of one SSE event from a streamable HTTP server, as for a stdio line: the SDK's 1 MiB
+default would fail a large `tools/list` whole, where the catalog withholds just the tools over
+its limits. (The legacy SSE transport keeps the SDK's fixed 1 MiB.)"""
+FALLBACK_PROTOCOL = "2025-11-25"
+"""What the SDK validates a result against before the version is negotiated."""
 
 TAGS: tuple[tuple[Tag, tuple[type[BaseException], ...]], ...] = (
     ("permanent", (PermanentError,)),
@@ -174,6 +189,11 @@ class Link:
     http_status: int | None = None
     cut_short: bool = False
     deadline: asyncio.Timeout | None = None
+    rejected: dict[str, str] = field(default_factory=dict)
+    """Tool name -> why it failed validation, from the `tools/list` answers screened since the
+    last listing began."""
+    _listings: set[RequestId] = field(default_factory=set)
+    """Ids of `tools/list` requests sent and not yet answered."""
 
     @property
     def pid(self) -> int | None:
@@ -228,19 +248,45 @@ class Link:
         elif sse_post:  # the SDK's SSE writer stops at the first failed POST: we are cut off
             self.ended(f"HTTP {status} from the server's message endpoint")
 
+    # --- screening tools/list answers (the transport's streams call these) ---------------------
+
+    def sent(self, item: SessionMessage) -> None:
+        message = item.message
+        if isinstance(message, JSONRPCRequest) and message.method == "tools/list":
+            self._listings.add(message.id)
+
+    def screen(self, item: SessionMessage) -> SessionMessage:
+        """A `tools/list` answer without the tools that fail validation (noted in `rejected`);
+        anything else as it came."""
+        message = item.message
+        if not isinstance(message, JSONRPCResponse) or message.id not in self._listings:
+            return item
+        self._listings.discard(message.id)
+        version = (self.client.protocol_version if self.client else None) or FALLBACK_PROTOCOL
+        kept, rejected = screened(message.result, version)
+        if not rejected:
+            return item
+        self.rejected.update(rejected)
+        result = {**message.result, "tools": kept}
+        return SessionMessage(message.model_copy(update={"result": result}), item.metadata)
+
     # --- requests on the connection (the owner task's) ----------------------------------------
 
     async def list_tools(self) -> None:
         client = self._client()
         tools: list[UpstreamTool] = []
         cursor: str | None = None
+        self.rejected = {}
         for _ in range(MAX_PAGES):
             page = await client.list_tools(cursor=cursor)
             tools.extend(_tool(t) for t in page.tools)
             cursor = page.next_cursor
             if cursor is None:
                 break
-        self.tools = tuple(tools)
+        listed = {t.name for t in tools}
+        invalid = [UpstreamTool(name, "", {}, problem=reason)
+                   for name, reason in self.rejected.items() if name not in listed]  # fmt: skip
+        self.tools = (*tools, *invalid)
         caps = client.server_capabilities
         self.capabilities = caps.model_dump(mode="json", exclude_none=True, by_alias=True)
         info = client.server_info
@@ -299,6 +345,63 @@ def _tool(t: mcp_types.Tool) -> UpstreamTool:
     return UpstreamTool(t.name, t.description or "", t.input_schema, annotations)
 
 
+def screened(result: dict[str, Any], version: str) -> tuple[list[Any], dict[str, str]]:
+    """The tools of a raw `tools/list` result that validate (as the SDK will check them, each on
+    its own), and name -> reason for those that do not. A result that is invalid apart from its
+    tools is left whole: the SDK reports that one.
+    """
+    tools = result.get("tools")
+    if not isinstance(tools, list):
+        return [], {}
+    modern = version in MODERN_PROTOCOL_VERSIONS
+    try:  # the usual case, at the cost of one validation
+        validate_server_result("tools/list", version, result)
+        parsed = mcp_types.ListToolsResult.model_validate(result, by_name=False)
+        if not modern or all(find_invalid_x_mcp_header(t.input_schema) is None
+                             for t in parsed.tools):  # fmt: skip
+            return tools, {}
+    except (pydantic.ValidationError, ValueError, KeyError):
+        pass
+    try:
+        validate_server_result("tools/list", version, {**result, "tools": []})
+    except (pydantic.ValidationError, ValueError, KeyError):
+        return tools, {}
+    kept: list[Any] = []
+    rejected: dict[str, str] = {}
+    for index, tool in enumerate(tools):
+        try:
+            validate_server_result("tools/list", version, {**result, "tools": [tool]})
+            valid = mcp_types.Tool.model_validate(tool, by_name=False)
+        except pydantic.ValidationError as e:
+            rejected[_tool_name(tool, index)] = _reason(e)
+            continue
+        # 2026-07-28 clients must drop such a tool; the SDK would, silently
+        header = find_invalid_x_mcp_header(valid.input_schema) if modern else None
+        if header is not None:
+            rejected[valid.name] = f"inputSchema: invalid x-mcp-header ({header})"[:200]
+            continue
+        kept.append(tool)
+    return kept, rejected
+
+
+def _tool_name(tool: Any, index: int) -> str:
+    name = tool.get("name") if isinstance(tool, dict) else None
+    return name if isinstance(name, str) and name else f"(tool #{index + 1}, no valid name)"
+
+
+def _reason(e: pydantic.ValidationError) -> str:
+    """The first error, short: where in the tool (`inputSchema.type`) and what."""
+    errors = e.errors()
+    first = errors[0]
+    loc = first["loc"]
+    if loc[:1] == ("tools",):  # validated inside a one-tool result
+        loc = loc[2:]
+    where = ".".join(str(p) for p in loc)
+    text = f"{where}: {first['msg']}" if where else str(first["msg"])
+    more = len(errors) - 1
+    return (text[:200] + (f" (and {more} more)" if more else "")).strip()
+
+
 # --- the transports ---------------------------------------------------------------------------
 
 
@@ -318,7 +421,12 @@ async def streamable_http(link: Link) -> AsyncIterator[Any]:
     timeout = httpx2.Timeout(c.connect_timeout, read=300.0)
     http = create_mcp_http_client(headers=_headers(c), timeout=timeout)
     http.event_hooks["response"].append(link.on_response)
-    async with http, streamable_http_client(_url(c), http_client=http) as streams:
+    async with (
+        http,
+        streamable_http_client(
+            _url(c), http_client=http, max_sse_event_size=MAX_SSE_EVENT
+        ) as streams,
+    ):
         yield streams
 
 
@@ -386,7 +494,7 @@ async def connect(
                 async with asyncio.timeout(link.connection.connect_timeout) as deadline:
                     link.deadline = deadline
                     client = Client(
-                        _watched(_open(link, tail, warden), link._stream_ended),
+                        _watched(_open(link, tail, warden), link),
                         mode=mode,
                         cache=None,
                         message_handler=on_message,
@@ -405,12 +513,12 @@ async def connect(
 
 
 class _WatchedRead:
-    """A transport's read stream that reports its end: a server that closes the connection
-    is noticed at once, whatever the transport."""
+    """A transport's read stream that reports its end (a server that closes the connection
+    is noticed at once, whatever the transport) and screens `tools/list` answers."""
 
-    def __init__(self, inner: Any, on_end: Callable[[], None]) -> None:
+    def __init__(self, inner: Any, link: Link) -> None:
         self._inner = inner
-        self._on_end = on_end
+        self._link = link
 
     @property
     def last_context(self) -> Any:
@@ -420,9 +528,9 @@ class _WatchedRead:
         try:
             item: SessionMessage | Exception = await self._inner.receive()
         except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
-            self._on_end()
+            self._link._stream_ended()  # noqa: SLF001
             raise
-        return item
+        return self._link.screen(item) if isinstance(item, SessionMessage) else item
 
     async def aclose(self) -> None:
         await self._inner.aclose()
@@ -443,7 +551,28 @@ class _WatchedRead:
         await self.aclose()
 
 
+class _WatchedWrite:
+    """A transport's write stream that notes the `tools/list` requests going out."""
+
+    def __init__(self, inner: Any, link: Link) -> None:
+        self._inner = inner
+        self._link = link
+
+    async def send(self, item: SessionMessage) -> None:
+        self._link.sent(item)
+        await self._inner.send(item)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def __aenter__(self) -> _WatchedWrite:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
 @contextlib.asynccontextmanager
-async def _watched(transport: Any, on_end: Callable[[], None]) -> AsyncIterator[Any]:
+async def _watched(transport: Any, link: Link) -> AsyncIterator[Any]:
     async with transport as (read, write):
-        yield _WatchedRead(read, on_end), write
+        yield _WatchedRead(read, link), _WatchedWrite(write, link)

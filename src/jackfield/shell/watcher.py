@@ -7,7 +7,9 @@ that watch stale without any event in it, so every tick (250 ms) re-checks the r
 - the dir disappears (then we wait for it to come back).
 When the identity changes the watch restarts on the new target and a pass is triggered. If the
 native watcher fails it restarts with backoff, and after repeated failures falls back to polling
-(state Polling); status says Degraded meanwhile.
+(state Polling); status says Degraded meanwhile. Polling is ours, not the notify crate's: it
+stats what the scan reads, by the scan's rules (`sources.stamp`), so a symlink loop that makes
+notify's poller fail on every walk costs one stat per directory.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 from watchfiles import Change, awatch
 
 from jackfield.core.status import WatcherState, WatcherStatus, utcnow
+from jackfield.shell.sources import stamp
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +102,8 @@ class ConfigWatcher:
                         "native file watcher keeps failing (%s); falling back to polling", e
                     )
                 self.state = "Degraded"
-                self.message = f"watcher failed ({type(e).__name__}: {e}); restarting"
+                leaf = _leaf(e)
+                self.message = f"watcher failed ({type(leaf).__name__}: {leaf}); restarting"
                 log.warning("%s", self.message)
                 await asyncio.sleep(min(MAX_BACKOFF, 0.5 * 2**failures))
             # whatever ended the watch (flip, recreate, failure), the files may differ: look again
@@ -119,6 +123,9 @@ class ConfigWatcher:
             )
         else:
             self.message = None
+        if self.polling:
+            await self._poll(current, catch_up=catch_up)
+            return
         async for changes in awatch(
             root,
             watch_filter=None,
@@ -126,8 +133,6 @@ class ConfigWatcher:
             step=self.debounce_ms,
             rust_timeout=self.tick_ms,
             yield_on_timeout=True,
-            force_polling=self.polling,
-            poll_delay_ms=max(self.tick_ms, 100),
             recursive=True,
             ignore_permission_denied=True,
         ):
@@ -141,6 +146,24 @@ class ConfigWatcher:
                 return
         raise RuntimeError("the native watch ended")
 
+    async def _poll(self, current: tuple[str, int, int], *, catch_up: bool) -> None:
+        """Stat what the scan reads every tick (in a thread: a large dir costs the loop
+        nothing); returns when the root's identity changes."""
+        root = Path(current[0])
+        last = await asyncio.to_thread(stamp, root)
+        if catch_up:
+            self._event()
+        while True:
+            await asyncio.sleep(max(self.tick_ms, 100) / 1000)
+            self._beat()
+            if identity(self.config_dir) != current:
+                log.info("config dir %s changed identity; restarting the watch", self.config_dir)
+                return
+            now = await asyncio.to_thread(stamp, root)
+            if now != last:
+                last = now
+                self._event()
+
     def _beat(self) -> None:
         self.heartbeat = asyncio.get_running_loop().time()
 
@@ -149,6 +172,13 @@ class ConfigWatcher:
         return (
             asyncio.get_running_loop().time() - self.heartbeat < max_silence + self.tick_ms / 1000
         )
+
+
+def _leaf(e: BaseException) -> BaseException:
+    """The first real error inside exception groups (watchfiles wraps its own in a TaskGroup's)."""
+    while isinstance(e, BaseExceptionGroup) and e.exceptions:
+        e = e.exceptions[0]
+    return e
 
 
 def _loop_running() -> bool:
