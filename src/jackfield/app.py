@@ -252,16 +252,11 @@ class App:
         self.reconciler.trigger()
 
     def _on_applied(self, snapshot: Snapshot) -> None:
-        from jackfield.core.connection import resolve
-
         self._first_applied.set()
         if self.worker is not None:
             from jackfield.core.dispatch import livekit_agent_name
 
             self.worker.wanted_agent_name = livekit_agent_name(snapshot.agent.document)
-        for placed in snapshot.servers.values():
-            if placed.document.spec.enabled:
-                register_secrets(resolve(placed.document.spec, self.env).secrets)
         for gone in self._known_servers - set(snapshot.servers):
             self.metrics.forget_server(gone)
         self._known_servers = set(snapshot.servers)

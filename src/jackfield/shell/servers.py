@@ -176,7 +176,7 @@ class ServerManager:
         supervisor = self._servers.pop(name, None)
         per_session = [per.pop(name) for per in self._sessions.values() if name in per]
         for key in [key for key in self._idle_timers if key[1] == name]:
-            self._idle_timers.pop(key).cancel()
+            self._cancel_idle(key)
         self._changed()  # its tools leave the catalog now, not after the (slow) shutdown
         await asyncio.gather(*(s.stop() for s in [supervisor, *per_session] if s is not None))
 
@@ -263,9 +263,9 @@ class ServerManager:
         if supervisor is None:  # removed since the catalog was built
             return self._finish(None, name, "unknown", started, arguments, session,
                                 error_result(results.unknown_tool(name)))  # fmt: skip
-        own_session = supervisor.spec.scope == "session" and session is not None
-        if own_session and session is not None:
-            own = self._session_supervisor(entry.server, session)
+        own_session = session if supervisor.spec.scope == "session" else None
+        if own_session is not None:
+            own = self._session_supervisor(entry.server, own_session)
             if own is None:
                 self.session_refusals[entry.server] += 1
                 text = results.speakable(entry.server, entry.upstream, (
@@ -278,7 +278,7 @@ class ServerManager:
         governor = self._governors[entry.server]
         self.in_flight += 1
         try:
-            if own_session:
+            if own_session is not None:
                 await supervisor.wait_ready(supervisor.spec.timeouts.connect)
             result = await governor.call(
                 entry.upstream, arguments, lambda: supervisor.call(entry.upstream, arguments)
@@ -292,8 +292,8 @@ class ServerManager:
                                 error_result(str(e)))  # fmt: skip
         finally:
             self.in_flight -= 1
-            if own_session and session is not None:
-                self._release(session, entry.server, supervisor)
+            if own_session is not None:
+                self._release(own_session, entry.server, supervisor)
         result = capped(result, supervisor.spec.limits.max_output_bytes)
         outcome = "error" if result.is_error else "ok"
         return self._finish(
@@ -350,9 +350,7 @@ class ServerManager:
     async def close_session(self, session: str) -> None:
         per = self._sessions.pop(session, {})
         for server in per:
-            timer = self._idle_timers.pop((session, server), None)
-            if timer is not None:
-                timer.cancel()
+            self._cancel_idle((session, server))
         await asyncio.gather(*(s.stop() for s in per.values()))
 
     def _release(self, session: str, server: str, supervisor: Supervisor) -> None:
@@ -363,14 +361,17 @@ class ServerManager:
 
     def _touch(self, session: str, server: str, supervisor: Supervisor) -> None:
         """(Re)start the idle clock of a session's own connection."""
-        timer = self._idle_timers.pop((session, server), None)
-        if timer is not None:
-            timer.cancel()
+        self._cancel_idle((session, server))
         if self._sessions.get(session, {}).get(server) is not supervisor:
             return  # closed meanwhile
         self._idle_timers[(session, server)] = asyncio.get_running_loop().call_later(
             self.session_idle, self._idle, session, server, supervisor
         )
+
+    def _cancel_idle(self, key: tuple[str, str]) -> None:
+        timer = self._idle_timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
 
     def _idle(self, session: str, server: str, supervisor: Supervisor) -> None:
         """Close a session's own connection unused for `session_idle` seconds."""

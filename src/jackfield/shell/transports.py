@@ -218,7 +218,7 @@ class Link:
         self.expired = True
         self.wake()
 
-    def _stream_ended(self) -> None:
+    def stream_ended(self) -> None:
         if self.connection.transport == "stdio":
             self.ended("the server closed its stdout")
         else:
@@ -528,7 +528,7 @@ class _WatchedRead:
         try:
             item: SessionMessage | Exception = await self._inner.receive()
         except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
-            self._link._stream_ended()  # noqa: SLF001
+            self._link.stream_ended()
             raise
         return self._link.screen(item) if isinstance(item, SessionMessage) else item
 
