@@ -24,6 +24,7 @@ BENCHES = {
     "reconcile": "bench.reconcile_scale",
     "status": "bench.status_load",
     "memory": "bench.memory",
+    "voice": "bench.voice",
 }
 
 

@@ -14,12 +14,13 @@ import httpx2
 import pytest
 
 from jackfield.core.agent_view import EVENTS_PATH, SESSION_HEADER
-from jackfield.shell.agent import FILLER, NO_HUB_INSTRUCTIONS
+from jackfield.shell.agent import NO_HUB_INSTRUCTIONS
 from jackfield.shell.hub import ToolHub
 from jackfield.shell.hub_link import UNREACHABLE
 from jackfield.shell.redaction import register_secrets
 from jackfield.shell.servers import CallEvent
 from jackfield.shell.text_link import ConsoleEnd
+from jackfield.spec.models import AgentVoiceSpec
 from tests.support.controller import until
 from tests.support.jobs import (
     PIPELINE_AGENT,
@@ -296,7 +297,9 @@ async def test_job_live_realtime_says_the_filler_during_a_slow_call(
         turn = await end.turn('call echo_slow {"seconds": 3.5}', timeout=TURN)
         [call] = tool_calls(turn)
         assert call["output"].startswith("slept 3.5")
-        fillers = [r for r in realtime.responses if FILLER in (r.get("instructions") or "")]
+        filler = AgentVoiceSpec().filler
+        assert filler
+        fillers = [r for r in realtime.responses if filler in (r.get("instructions") or "")]
         assert len(fillers) == 1, realtime.responses
 
 

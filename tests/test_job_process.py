@@ -85,7 +85,7 @@ async def test_job_sigterm_during_a_slow_tool_call_lets_it_finish_then_exits_0(
             turn = await slow
             [call] = tool_calls(turn)
             assert not call["is_error"] and call["output"].startswith("slept 1.5"), call
-            assert said(turn) == [f"The tool said: {call['output']}"]
+            assert said(turn)[-1] == f"The tool said: {call['output']}"  # after any filler
             assert jf.readyz()[0] == 503, "readiness failed at once"
             hung_up = time.monotonic()
             await end.aclose()  # the caller hangs up: the job ends and the drain completes

@@ -17,7 +17,6 @@ from jackfield.core.catalog import CatalogChange
 from jackfield.core.connection import resolve
 from jackfield.shell.servers import CallEvent, ServerManager, text_of
 from jackfield.shell.stdio import Tail
-from tests.conftest import IN_CI
 from tests.servers.echo import ALL_TOOLS
 from tests.support.manager import (
     checked_manager,
@@ -30,6 +29,7 @@ from tests.support.manager import (
     settle,
     stdio_spec,
 )
+from tests.support.servers import npx as find_npx
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -80,11 +80,7 @@ async def test_the_time_server_from_pypi_tells_the_time(manager: ServerManager) 
 
 @pytest.mark.npx
 async def test_the_everything_server_from_npm_runs_through_npx(manager: ServerManager) -> None:
-    npx = shutil.which("npx")
-    if npx is None:
-        if IN_CI:
-            pytest.fail("npx is required in CI")
-        pytest.skip("npx is not installed")
+    npx = find_npx()
     env = {k: os.environ[k] for k in ("PATH", "HOME", "npm_config_cache") if k in os.environ}
     args = ("-y", "@modelcontextprotocol/server-everything")
     spec = stdio_spec(npx, *args, env=env, timeouts={"connect": 60})

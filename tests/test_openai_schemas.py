@@ -16,9 +16,9 @@ from livekit.agents.voice.run_result import ChatMessageEvent, RunResult
 from livekit.plugins import openai
 
 from jackfield.shell.agent import live_agent
-from tests.conftest import IN_CI
 from tests.support.live import TOKEN, Stack, echo_server, live_stack
 from tests.support.openai_stub import OpenAIStub
+from tests.support.servers import npx as find_npx
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -112,11 +112,7 @@ async def test_openai_llm_hears_a_failing_tool_as_an_error_sentence(stack: Stack
 
 @pytest.mark.npx
 async def test_openai_llm_accepts_the_everything_servers_rich_schemas(config_dir: Path) -> None:
-    npx = shutil.which("npx")
-    if npx is None:
-        if IN_CI:
-            pytest.fail("npx is required in CI")
-        pytest.skip("npx is not installed")
+    npx = find_npx()
     connect = "  timeouts: {connect: 60}\n"
     (config_dir / "servers.d" / "all.yaml").write_text(
         stdio_server("all", npx, "-y", "@modelcontextprotocol/server-everything", extra=connect)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import secrets
 import signal
@@ -289,6 +290,7 @@ class App:
                 arguments_hash=arguments_hash(event.arguments),
                 arguments=_redacted_json(event.arguments, event.secrets) if full else None,
                 result=_redacted_text(event.result_text) if full else None,
+                confirmation=_confirmation(event.confirmation, full=full),
             )
         )
 
@@ -395,6 +397,17 @@ class App:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.hub.drain(), timeout=max(0.0, deadline - loop.time()))
         await self.hub.stop()
+
+
+def _confirmation(asked: Mapping[str, str] | None, *, full: bool) -> str | None:
+    """The audit row's record of a confirmation: the question and the answer. At `audit: full`
+    the question as it was asked, masked like a result; below, the question without its
+    arguments (they are not kept at that level)."""
+    if asked is None:
+        return None
+    question = _redacted_text(asked.get("question")) if full else asked.get("asked")
+    record = {"question": question, "answer": asked.get("answer")}
+    return json.dumps({k: v for k, v in record.items() if v})
 
 
 def _redacted_text(text: str | None) -> str | None:

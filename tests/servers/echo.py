@@ -14,13 +14,14 @@ are described in `parse_args`.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -313,12 +314,11 @@ def build_http_app(state: EchoServer, args: argparse.Namespace) -> ASGIApp:
     return app
 
 
-async def serve_http(state: EchoServer, args: argparse.Namespace) -> None:
-    sock = bind_socket(args.host, args.port)
-    config = uvicorn.Config(
-        build_http_app(state, args), log_level="warning", timeout_graceful_shutdown=1
-    )
-    server = uvicorn.Server(config)
+async def serve_announced(
+    app: ASGIApp, sock: socket.socket, *beside: Callable[[], Coroutine[Any, Any, None]]
+) -> None:
+    """Serve `app` on `sock`, print `LISTENING <port>` once up, run `beside` meanwhile."""
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=1))
 
     async def announce_when_started() -> None:
         while not server.started:
@@ -327,10 +327,16 @@ async def serve_http(state: EchoServer, args: argparse.Namespace) -> None:
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(announce_when_started)
-        if args.list_changing:
-            tg.start_soon(state.toggle_extra_forever, args.list_changing)
+        for task in beside:
+            tg.start_soon(task)
         await server.serve(sockets=[sock])
         tg.cancel_scope.cancel()
+
+
+async def serve_http(state: EchoServer, args: argparse.Namespace) -> None:
+    beside = [functools.partial(state.toggle_extra_forever, args.list_changing)]
+    await serve_announced(build_http_app(state, args), bind_socket(args.host, args.port),
+                          *(beside if args.list_changing else []))  # fmt: skip
 
 
 async def serve_stdio(state: EchoServer, args: argparse.Namespace) -> None:

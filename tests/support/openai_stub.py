@@ -4,7 +4,14 @@ This is a network-boundary fake: everything in front of it (livekit's `openai.LL
 SDK, its HTTP client) is the real thing. `POST /v1/chat/completions` answers with a streamed
 response (`data: {chunk}` events, then `data: [DONE]`), scripted from the conversation:
 
-  last message is a tool result        -> text: "The tool said: <its content>"
+  the request forces a tool            -> one call of that tool, its arguments the next entry
+    (`tool_choice: {"type": "function",    of `script` (first in first out), else `{}`: how
+     "function": {"name": ...}}`)          a test says what the model reads out of a caller's
+                                           words (`stub.script.append({"tool": "fill_form",
+                                           "arguments": {"name": "Ada"}})`; an entry naming
+                                           another tool is a test bug and fails the request)
+  last message is a tool result        -> text: "The tool said: <its content>" (agent lines
+                                          said during the call, after the result, are skipped)
   last user message `call TOOL {json}` -> one tool call
   anything else                        -> text: "You said: <the message>"
 
@@ -60,6 +67,8 @@ class OpenAIStub(StubServer):
     """What the next `/audio/transcriptions` requests hear, first in first out; then ""."""
     transcription_requests: list[dict[str, Any]] = field(default_factory=list)
     """Every `/audio/transcriptions` form, the file as `file_name`, `file_type`, `file_bytes`."""
+    script: list[dict[str, Any]] = field(default_factory=list)
+    """What the next requests that force a tool get: `{"tool": name, "arguments": {...}}`."""
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def routes(self, app: web.Application) -> None:
@@ -98,9 +107,10 @@ class OpenAIStub(StubServer):
         body = await request.json()
         self.requests.append(body)
         self._inspect(body)
+        chunks = self._answer(body)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
-        for chunk in self._answer(body):
+        for chunk in chunks:
             await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
@@ -149,10 +159,18 @@ class OpenAIStub(StubServer):
 
     def _answer(self, body: dict[str, Any]) -> list[dict[str, Any]]:
         messages = body.get("messages") or [{}]
-        last = messages[-1]
+        last = _answered(messages)
         model = str(body.get("model", "stub"))
         reply_id = f"chatcmpl-{next(self._ids)}"
         content = _text(last.get("content"))
+        forced = body.get("tool_choice")
+        if isinstance(forced, dict) and (forced.get("function") or {}).get("name"):
+            name = str(forced["function"]["name"])
+            entry = self.script.pop(0) if self.script else {"tool": name, "arguments": {}}
+            if entry.get("tool", name) != name:
+                raise web.HTTPBadRequest(text=f"scripted {entry['tool']!r}, forced {name!r}")
+            arguments = json.dumps(entry.get("arguments", {}))
+            return _call_chunks(reply_id, model, name, arguments, f"call_{next(self._ids)}")
         if last.get("role") == "tool":
             return _text_chunks(reply_id, model, f"The tool said: {content}")
         if last.get("role") == "user" and content.startswith("call "):
@@ -160,6 +178,15 @@ class OpenAIStub(StubServer):
             arguments = rest[0] if rest else "{}"
             return _call_chunks(reply_id, model, name, arguments, f"call_{next(self._ids)}")
         return _text_chunks(reply_id, model, f"You said: {content}")
+
+
+def _answered(messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """The message the reply answers: the last one, except that what the agent said while a
+    tool ran (a filler, progress) lands after the tool's result, which is what is answered."""
+    for message in reversed(messages):
+        if message.get("role") != "assistant" or message.get("tool_calls"):
+            return message if message.get("role") == "tool" else messages[-1]
+    return messages[-1]
 
 
 SPEECH_RATE = 24000

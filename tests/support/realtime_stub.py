@@ -10,14 +10,25 @@ and answered with `session.updated`; `conversation.item.create`/`.delete`/`.trun
 and confirmed (`conversation.item.added` + `conversation.item.done`, `.deleted`, `.truncated`);
 `response.create` is scripted like tests/support/openai_stub.py, from the last conversation item:
 
-  a `function_call_output`          -> "The tool said: <its output>"
+  a `function_call_output`          -> "The tool said: <its output>" (assistant messages after
+                                       it, said while the tool ran, are skipped)
   a user message `call TOOL {json}` -> one function call (name TOOL, arguments the json)
   a user message                    -> "You said: <its text>"
   anything else (e.g. a greeting)   -> the last line of the response's `instructions` if that
                                        is `call TOOL {json}`, else "Hello from the realtime stub."
+  instructions ending `Say only: TEXT` -> TEXT, whatever the last item (a model that obeys;
+                                       how the agent says a line without TTS)
 
 Replies are audio (a little PCM16 24 kHz silence plus its transcript) or text, following the
 session's `output_modalities`, in the order the real server sends them.
+
+`caller_says(text)` is the caller speaking into the call, as the server hears it with its own
+turn detection: `input_audio_buffer.speech_started` / `.speech_stopped` / `.committed`, the
+user item (its transcript not yet known to the client), a response the server starts by itself
+when the session's turn detection has `create_response` (not tied to any `response.create`, so
+the client sees it as server-initiated), then
+`conversation.item.input_audio_transcription.completed` with `text`, after that response began,
+as OpenAI's transcripts usually come.
 
 Failures, for the client's reconnect loop (`RealtimeSession._main_task`):
 
@@ -55,6 +66,7 @@ from tests.support.stub_server import StubServer
 Refusal = Literal["http", "fatal"]
 
 GREETING = "Hello from the realtime stub."
+SAY_ONLY = "Say only: "
 SAMPLE_RATE = 24000
 AUDIO_DELTA = base64.b64encode(bytes(2 * SAMPLE_RATE // 20)).decode()
 """50 ms of PCM16 mono silence at 24 kHz, base64: every `response.output_audio.delta`."""
@@ -95,6 +107,8 @@ class RealtimeStub(StubServer):
     """Every connection attempt, refused or not: `path_qs` and `authorization`."""
     connections: int = 0
     """Websocket handshakes accepted (a `refuse="fatal"` connection counts; "http" does not)."""
+    server_responses: int = 0
+    """Responses the server started by itself after a `caller_says` (create_response)."""
     _live: set[_Connection] = field(default_factory=set)
     _received: asyncio.Condition = field(default_factory=asyncio.Condition)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -114,6 +128,31 @@ class RealtimeStub(StubServer):
             self._live.discard(conn)
             if conn.request.transport is not None:
                 conn.request.transport.abort()
+
+    async def caller_says(self, text: str) -> None:
+        """The caller speaks `text` on every live connection (see the module docstring)."""
+        for conn in list(self._live):
+            item_id = self._id("item")
+            await self._send(conn, "input_audio_buffer.speech_started", audio_start_ms=0,
+                             item_id=item_id)  # fmt: skip
+            await self._send(conn, "input_audio_buffer.speech_stopped", audio_end_ms=600,
+                             item_id=item_id)  # fmt: skip
+            previous = str(conn.items[-1]["id"]) if conn.items else None
+            await self._send(conn, "input_audio_buffer.committed", item_id=item_id,
+                             previous_item_id=previous)  # fmt: skip
+            heard = {"id": item_id, "object": "realtime.item", "type": "message", "role": "user",
+                     "status": "completed",
+                     "content": [{"type": "input_audio", "transcript": None}]}  # fmt: skip
+            conn.items.append({**heard, "content": [{"type": "input_audio", "transcript": text}]})
+            for kind in ("conversation.item.added", "conversation.item.done"):
+                await self._send(conn, kind, previous_item_id=previous, item=heard)
+            detection = ((conn.session.get("audio") or {}).get("input") or {}).get(
+                "turn_detection")  # fmt: skip
+            if isinstance(detection, dict) and detection.get("create_response", True):
+                self.server_responses += 1
+                await self._respond(conn, {})
+            await self._send(conn, "conversation.item.input_audio_transcription.completed",
+                             item_id=item_id, content_index=0, transcript=text)  # fmt: skip
 
     # --- what was seen ----------------------------------------------------------------------------
 
@@ -264,7 +303,10 @@ class RealtimeStub(StubServer):
 
     def _script(self, conn: _Connection, params: dict[str, Any]) -> tuple[str, str] | str:
         """(tool name, arguments) for a function call, or the text of the reply."""
-        last = conn.items[-1] if conn.items else {}
+        said = told_to_say(params)
+        if said is not None:
+            return said
+        last = _answered(conn.items)
         if last.get("type") == "function_call_output":
             return f"The tool said: {last.get('output')}"
         if last.get("type") == "message" and last.get("role") == "user":
@@ -350,6 +392,23 @@ class RealtimeStub(StubServer):
         item = {**item, "status": "completed", "content": [content]}
         await self._finish_output_item(conn, refs, item)
         return item
+
+
+def _answered(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """The item a response answers: the last one, except that what the agent said while a tool
+    ran (a filler, progress) may come after the tool's output, which is what is answered."""
+    for item in reversed(items):
+        if not (item.get("type") == "message" and item.get("role") == "assistant"):
+            return item if item.get("type") == "function_call_output" else items[-1]
+    return items[-1] if items else {}
+
+
+def told_to_say(response: dict[str, Any]) -> str | None:
+    """TEXT when a `response.create`'s instructions end in the line `Say only: TEXT`."""
+    lines = str(response.get("instructions") or "").splitlines()
+    if lines and lines[-1].startswith(SAY_ONLY):
+        return lines[-1][len(SAY_ONLY) :]
+    return None
 
 
 def _merge(into: dict[str, Any], update: dict[str, Any]) -> None:

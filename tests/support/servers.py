@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from collections.abc import Mapping
 
-from tests.conftest import REPO
+import pytest
+
+from tests.conftest import IN_CI, REPO
+
+
+def npx() -> str:
+    """npx's path, for the published servers; a failure in CI without it, else a skip."""
+    found = shutil.which("npx")
+    if found is None:
+        if IN_CI:
+            pytest.fail("npx is required in CI")
+        pytest.skip("npx is not installed")
+    return found
 
 
 def echo_server(

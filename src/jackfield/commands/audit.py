@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import re
 import sys
@@ -94,9 +95,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def as_json(record: AuditRecord) -> dict[str, Any]:
-    """One row with its time as RFC 3339; arguments and result are null unless `audit: full`."""
+    """One row with its time as RFC 3339; arguments and result are null unless `audit: full`;
+    `confirmation` (the caller was asked first) as an object, null when nobody was asked."""
     row = {f: getattr(record, f) for f in AuditRecord.__dataclass_fields__}
     row["at"] = rfc3339(record.at)
+    if record.confirmation is not None:
+        with contextlib.suppress(ValueError):  # a row written by hand stays as it is
+            row["confirmation"] = json.loads(record.confirmation)
     return row
 
 

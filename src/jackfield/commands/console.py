@@ -9,7 +9,8 @@ are shown as they finish, before the reply. The console is text: the session is 
 pipeline chat model (for a realtime agent, its fallback's, else gpt-4o-mini), no STT or TTS.
 
 Needs OPENAI_API_KEY (exit 2 without it); OPENAI_BASE_URL points it at any OpenAI-compatible
-server. Reads lines until end of input or `/quit`.
+server. Reads lines until end of input or `/quit`. When the agent asks something (to confirm a
+call, or a server's question), the next line is the answer.
 """
 
 from __future__ import annotations
@@ -128,6 +129,8 @@ class Console:
         self.out = out
         self.hub = hub
         """(url, token) of a running jackfield's hub; None: start our own."""
+        self._asked: str | None = None
+        """The agent's question just shown, until its own line comes (not shown twice)."""
 
     def say(self, line: str) -> None:
         self.out.write(line + "\n")
@@ -220,11 +223,30 @@ class Console:
             text = line.strip()
             if not text:
                 continue
-            for message in await end.turn(text):
-                self._show(message)
+            await end.say(text)
+            await self._until_turn_or_question(end)
+
+    async def _until_turn_or_question(self, end: ConsoleEnd) -> None:
+        """Show the job's messages until the turn is over, or until the agent asks something:
+        the next line is then the answer (the job hears it as one, and the turn goes on)."""
+        while True:
+            message = await end.next()
+            if message is None:
+                raise ConnectionError(f"job {end.job} left during a turn")
+            self._show(message)
+            if "turn_done" in message or "question" in message:
+                return
 
     def _show(self, message: dict[str, Any]) -> None:
-        if "tool" in message:
+        if "question" in message and "kind" in message:
+            self._asked = str(message["question"])
+            self.say(f"agent> {self._asked}")
+        elif "agent" in message and message["agent"] == self._asked:
+            self._asked = None  # the question, said: already shown
+        elif "cancelled" in message:
+            cancelled = message["cancelled"]
+            self.say(f"  [tool] {cancelled['tool']} cancelled: {cancelled['reason']}")
+        elif "tool" in message:
             output = str(message["output"])
             shown = output if len(output) <= SHOWN_RESULT else output[:SHOWN_RESULT] + "..."
             status = "error" if message["is_error"] else "ok"

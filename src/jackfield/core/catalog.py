@@ -44,6 +44,8 @@ class UpstreamTool:
     annotations: Mapping[str, Any] | None = None
     problem: str | None = None
     """Why the listing of this tool is unusable (it failed validation); it is withheld."""
+    title: str | None = None
+    """The human-readable name the server gives (`title`, else `annotations.title`)."""
 
     @cached_property
     def schema_bytes(self) -> int:
@@ -64,6 +66,7 @@ class Entry:
     annotations: Mapping[str, Any] | None = None
     withheld: str | None = None
     """Why this selected tool is not offered (its listing is invalid or over a limit)."""
+    title: str | None = None
 
 
 def default_prefix(server: str) -> str:
@@ -140,6 +143,7 @@ def server_entries(
                 input_schema=t.input_schema,
                 annotations=t.annotations,
                 withheld=reason,
+                title=t.title,
             )
         )
     return entries

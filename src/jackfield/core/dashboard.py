@@ -17,6 +17,7 @@ from jackfield.core.status import (
     ServerState,
     ServerStatus,
     Status,
+    VoiceStatus,
     rfc3339,
 )
 
@@ -224,6 +225,8 @@ def _server(s: ServerStatus) -> str:
         rows.append(("Conflicts", "<br>".join(_e(c) for c in s.conflicts)))
     if s.withheld:
         rows.append(("Withheld", "<br>".join(_e(w) for w in s.withheld)))
+    if s.voice.any:
+        rows.append(("Voice", _voice(s.voice)))
     description = f'<p class="muted">{_e(s.description)}</p>' if s.description else ""
     stderr = (
         f'<details><summary class="muted">stderr</summary><pre>{_e(s.stderr_tail)}</pre></details>'
@@ -236,6 +239,22 @@ def _server(s: ServerStatus) -> str:
         f'<span class="badge {badge}">{_e(s.state)}</span></div>'
         f"{description}{_facts(rows)}{stderr}</section>"
     )
+
+
+def _voice(v: VoiceStatus) -> str:
+    """One line of what the voice features saw; the kinds that saw nothing are left out."""
+    parts = []
+    if v.progress:
+        parts.append(f"progress {_e(v.progress)}")
+    if v.cancellations:
+        parts.append(f"cancelled {_e(v.cancellations)}")
+    for label, seen in (("confirmed", v.confirmations), ("asked", v.elicitations)):
+        counts = ", ".join(f"{_e(k)} {_e(n)}" for k, n in seen.items() if n)
+        if counts:
+            parts.append(f"{label}: {counts}")
+    if v.sampling_refusals:
+        parts.append(f"sampling refused {_e(v.sampling_refusals)}")
+    return '<span class="voice">' + "; ".join(parts) + "</span>"
 
 
 WORKER_BADGE = {"Registered": "ok", "Unregistered": "ok", "Connecting": "warn",

@@ -65,7 +65,7 @@ class Limits:
 def limits_for(spec: MCPServerSpec, tool: str) -> Limits:
     """The tool's override wins field by field; caching needs `cacheable: true` on the tool."""
     server = spec.limits
-    override = spec.tools.overrides.get(tool)
+    override = spec.tools.override(tool)
 
     def pick(name: str) -> Any:
         value = getattr(override, name) if override is not None else None

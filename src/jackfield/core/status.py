@@ -7,6 +7,7 @@ the store. Timestamps are aware datetimes, rendered as RFC 3339 UTC.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -132,6 +133,74 @@ class ConfigStatus:
         }
 
 
+VOICE_KINDS: dict[str, tuple[str, ...]] = {
+    "progress": ("notice",),
+    "cancellation": ("cancelled",),
+    "confirmation": ("yes", "no", "timeout"),
+    "elicitation": ("accept", "decline", "cancel", "refused"),
+    "sampling": ("refused",),
+}
+"""What the voice features count per server (kind -> outcomes): progress notices forwarded,
+calls the caller cancelled, confirmation answers, elicitation answers (`refused`: jackfield or
+the caller could not take the question), sampling requests refused."""
+
+
+@dataclass(frozen=True)
+class VoiceStatus:
+    """Per server counts of what the voice features saw (since the process started)."""
+
+    progress: int = 0
+    cancellations: int = 0
+    confirmations: Mapping[str, int] = field(default_factory=dict)
+    """yes | no | timeout -> count."""
+    elicitations: Mapping[str, int] = field(default_factory=dict)
+    """accept | decline | cancel | refused -> count."""
+    sampling_refusals: int = 0
+
+    @classmethod
+    def of(cls, counts: Mapping[tuple[str, str], int]) -> VoiceStatus:
+        """From (kind, outcome) -> count (see VOICE_KINDS)."""
+
+        def each(kind: str) -> dict[str, int]:
+            return {o: int(counts.get((kind, o), 0)) for o in VOICE_KINDS[kind]}
+
+        return cls(
+            progress=counts.get(("progress", "notice"), 0),
+            cancellations=counts.get(("cancellation", "cancelled"), 0),
+            confirmations=each("confirmation"),
+            elicitations=each("elicitation"),
+            sampling_refusals=counts.get(("sampling", "refused"), 0),
+        )
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        """(kind, outcome) -> count for every kind and outcome of VOICE_KINDS, zeros included."""
+        out = {
+            ("progress", "notice"): self.progress,
+            ("cancellation", "cancelled"): self.cancellations,
+            ("sampling", "refused"): self.sampling_refusals,
+        }
+        for kind, seen in (
+            ("confirmation", self.confirmations),
+            ("elicitation", self.elicitations),
+        ):
+            out.update({(kind, o): int(seen.get(o, 0)) for o in VOICE_KINDS[kind]})
+        return out
+
+    @property
+    def any(self) -> bool:
+        return any(self.counts().values())
+
+    def to_json(self) -> dict[str, Any]:
+        counts = self.counts()
+        return {
+            "progress": self.progress,
+            "cancellations": self.cancellations,
+            "confirmations": {o: counts["confirmation", o] for o in VOICE_KINDS["confirmation"]},
+            "elicitations": {o: counts["elicitation", o] for o in VOICE_KINDS["elicitation"]},
+            "sampling_refusals": self.sampling_refusals,
+        }
+
+
 @dataclass(frozen=True)
 class ServerStatus:
     name: str
@@ -152,6 +221,7 @@ class ServerStatus:
     """Tools the server lists but the catalog does not offer, and why (invalid, over a limit)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Extensions (capabilities, server info, limits), shown as-is."""
+    voice: VoiceStatus = field(default_factory=VoiceStatus)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -168,6 +238,7 @@ class ServerStatus:
             "last_connected": rfc3339(self.last_connected),
             "description": self.description,
             "withheld": list(self.withheld),
+            "voice": self.voice.to_json(),
             **self.extra,
         }
 

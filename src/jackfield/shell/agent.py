@@ -11,8 +11,13 @@ file: everything comes from the hub (`shell/hub_link.py`). At start it reads the
   realtime session; the job then starts the fallback pipeline in the same room, with the same
   hub link and the conversation so far, and tells the hub (status, metrics, cool-down).
 - **No stall at the end.** When the session closes for good the job shuts down at once.
+- **Voice-native tool calls.** Fillers and spoken progress, barge-in cancels, spoken
+  confirmation (`shell/voice_calls.py`), a server's questions asked by voice
+  (`shell/voice_forms.py`), all through one `Caller` per job (`shell/caller.py`). A hang-up
+  cancels every call in flight before the hub link closes.
 - **Text turns.** A job may be linked to a text console (`shell/text_link.py`): `jackfield
-  console` and the tests type turns into a real job process that way.
+  console` and the tests type turns into a real job process that way, delivered as speech
+  would be (an answer to a waiting question, or a turn that talks over the running one).
 """
 
 from __future__ import annotations
@@ -21,13 +26,12 @@ import asyncio
 import contextlib
 import logging
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import mcp_types
-from livekit.agents import Agent, AgentSession, APIConnectOptions, JobContext, RunContext, llm
-from livekit.agents.llm import function_tool
+from livekit.agents import Agent, AgentSession, APIConnectOptions, JobContext, llm
 from livekit.agents.types import NOT_GIVEN, NotGiven
 from livekit.agents.voice import room_io
 from livekit.agents.voice.events import CloseEvent, ErrorEvent
@@ -35,17 +39,20 @@ from livekit.agents.voice.turn import TurnHandlingOptions
 
 from jackfield.core.hashing import sha256
 from jackfield.core.turns import pipeline_turn_handling, realtime_turn_detection
+from jackfield.shell.caller import Caller
 from jackfield.shell.hub_link import UNREACHABLE, HubLink, HubUnavailable
 from jackfield.shell.text_link import JobChannel, TextLinkAddress
+from jackfield.shell.voice_calls import tools_of
+from jackfield.shell.voice_forms import VoiceForms, form_filler
 from jackfield.shell.worker import PRELOAD
 from jackfield.spec.models import AgentSpec, LLMSpec, TurnSpec
 
 log = logging.getLogger(__name__)
 
-FILLER = "One moment."
-FILLER_AFTER = 2.0
 HUB_WAIT = 3.0
 """Seconds a new job waits for the hub before it starts without tools."""
+CANCEL_WAIT = 3.0
+"""Seconds the end of a job waits for cancelled calls to tell the hub."""
 DEFAULT_PIPELINE = LLMSpec(mode="pipeline", model="gpt-4o-mini")
 """The pipeline when agent.yaml gives none: for a realtime agent without a fallback."""
 NO_HUB_INSTRUCTIONS = (
@@ -94,7 +101,7 @@ def _revision(instructions: str, tools: list[llm.Tool]) -> str:
 
 
 class LiveAgent(Agent):
-    """An Agent whose tools and instructions follow the hub."""
+    """An Agent whose tools and instructions follow the hub, and whose calls ask the caller."""
 
     def __init__(
         self,
@@ -102,10 +109,12 @@ class LiveAgent(Agent):
         *,
         instructions: str,
         tools: list[llm.Tool],
+        caller: Caller,
         chat_ctx: llm.ChatContext | None = None,
     ) -> None:
         super().__init__(instructions=instructions, tools=list(tools), chat_ctx=chat_ctx)
         self.link = link
+        self.caller = caller
         self.revision = _revision(instructions, tools)
         self.updates = 0
         self.on_update: Callable[[LiveAgent], None] = lambda agent: None
@@ -116,6 +125,24 @@ class LiveAgent(Agent):
     @property
     def hub(self) -> HubLink:
         return self.link
+
+    async def on_enter(self) -> None:
+        self.caller.attach(self.session)
+
+    async def on_exit(self) -> None:
+        self.caller.detach(self.session)
+
+    async def on_user_turn_completed(
+        self, turn_ctx: llm.ChatContext, new_message: llm.ChatMessage
+    ) -> None:
+        """A spoken turn while a call waits for the caller's answer is that answer, and the LLM
+        does not answer it as well.
+
+        Raises:
+            llm.StopResponse: the turn answered a question.
+        """
+        if self.caller.hear(new_message.text_content or ""):
+            raise llm.StopResponse()
 
     async def follow(self) -> None:
         """Runs for the session's life: each announcement (or reconnect) marks an update."""
@@ -134,7 +161,7 @@ class LiveAgent(Agent):
     async def _apply(self) -> None:
         try:
             view = await self.link.view()
-            tools = tools_of(self.link, await self.link.tools())
+            tools = tools_of(self.link, await self.link.tools(), self.caller)
             await self.update_tools(list(tools))
             await self.update_instructions(view["instructions"])
             self.revision = _revision(view["instructions"], tools)
@@ -153,50 +180,20 @@ class LiveAgent(Agent):
             await asyncio.gather(self._task, return_exceptions=True)
 
 
-def _filler(ctx: RunContext[Any]) -> Any:
-    """Spoken while a slow call runs: said through the TTS, or by the realtime model itself."""
-    session = ctx.session
-
-    def source(step: int) -> Any:
-        if session.tts is not None:
-            return FILLER
-        return session.generate_reply(instructions=f"Say only: {FILLER}", tool_choice="none")
-
-    return source
-
-
-def tools_of(link: HubLink, listed: list[mcp_types.Tool]) -> list[llm.Tool]:
-    """The hub's tools as LiveKit raw function tools, called through the link."""
-    return [_tool(link, t) for t in listed]
-
-
-def _tool(link: HubLink, tool: mcp_types.Tool) -> llm.Tool:
-    name = tool.name
-
-    async def call(ctx: RunContext[Any], raw_arguments: dict[str, Any]) -> str:
-        try:
-            async with ctx.with_filler(_filler(ctx), delay=FILLER_AFTER):
-                result = await link.call(name, raw_arguments)
-        except HubUnavailable as e:
-            log.warning("tool %s: the hub is unreachable (%s)", name, link.last_error)
-            raise llm.ToolError(str(e)) from e
-        text = "\n".join(c.text for c in result.content if isinstance(c, mcp_types.TextContent))
-        if result.is_error:
-            raise llm.ToolError(text or f"The {name} tool failed.")
-        return text
-
-    schema = {"name": name, "description": tool.description or "", "parameters": tool.input_schema}
-    return function_tool(call, raw_schema=schema)
-
-
-async def build_agent(link: HubLink, *, chat_ctx: llm.ChatContext | None = None) -> LiveAgent:
-    """The agent as the hub has it now, or one without tools that says so."""
+async def build_agent(
+    link: HubLink, *, chat_ctx: llm.ChatContext | None = None, caller: Caller | None = None
+) -> LiveAgent:
+    """The agent as the hub has it now, or one without tools that says so. `caller`: the job's
+    (a fallback keeps it); a new one by default."""
+    caller = caller if caller is not None else Caller()
     try:
         view = await link.view()
-        tools = tools_of(link, await link.tools())
-        return LiveAgent(link, instructions=view["instructions"], tools=tools, chat_ctx=chat_ctx)
+        tools = tools_of(link, await link.tools(), caller)
+        instructions = view["instructions"]
     except HubUnavailable:
-        return LiveAgent(link, instructions=NO_HUB_INSTRUCTIONS, tools=[], chat_ctx=chat_ctx)
+        tools, instructions = [], NO_HUB_INSTRUCTIONS
+    return LiveAgent(link, instructions=instructions, tools=tools, caller=caller,
+                     chat_ctx=chat_ctx)  # fmt: skip
 
 
 @contextlib.asynccontextmanager
@@ -318,6 +315,9 @@ class VoiceJob:
         self.session_ready = asyncio.Event()
         self.preloaded: list[str] = []
         """Modules of the worker's preload list already imported when the job started."""
+        self.caller = Caller(notify=self._send)
+        self.link.elicit = VoiceForms(self.caller, form_filler(self._form_model)).elicit
+        self._form_llm: llm.LLM[Any] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._follower: asyncio.Task[None] | None = None
 
@@ -342,7 +342,8 @@ class VoiceJob:
             self.mode, reason = "pipeline", None
         await self.ctx.connect()
         self.ctx.add_shutdown_callback(self.aclose)
-        await self._start_session(await build_agent(self.link))
+        self.ctx.room.on("participant_disconnected", self._on_participant_left)
+        await self._start_session(await build_agent(self.link, caller=self.caller))
         if reason is not None:
             self._report_fallback(reason, realtime_failed=False)
         if self.channel is not None:
@@ -420,7 +421,7 @@ class VoiceJob:
                     await failed.aclose()
         old = self.agent
         chat_ctx = old.chat_ctx.copy() if old is not None else None
-        agent = await build_agent(self.link, chat_ctx=chat_ctx)
+        agent = await build_agent(self.link, chat_ctx=chat_ctx, caller=self.caller)
         self._report_fallback(reason, realtime_failed=True)
         self._send({"fallback": reason})
         try:
@@ -432,6 +433,20 @@ class VoiceJob:
     def _report_fallback(self, reason: str, *, realtime_failed: bool) -> None:
         event = {"event": "fallback", "reason": reason, "realtime_failed": realtime_failed}
         self._spawn(self.link.report(event), "report")
+
+    def _form_model(self) -> llm.LLM[Any]:
+        """The text model that turns a caller's answer into a form's fields: the console's
+        chat model, else the pipeline's (on realtime too: a realtime model makes no side
+        calls). Made once, closed with the job."""
+        if self._form_llm is None:
+            from livekit.plugins import openai
+
+            model = self.config.text_model or pipeline_model(self.spec).model
+            self._form_llm = openai.LLM(
+                model=model, api_key=self.config.openai_api_key or NOT_GIVEN,
+                base_url=self.config.openai_base_url or NOT_GIVEN,
+            )  # fmt: skip
+        return self._form_llm
 
     # --- what a text console sees ---------------------------------------------------------------
 
@@ -447,7 +462,7 @@ class VoiceJob:
         item = event.item
         if getattr(item, "role", None) == "assistant" and getattr(item, "text_content", None):
             self.spoken = True
-            self._send({"agent": item.text_content})
+            self._send({"agent": item.text_content, "at": time.monotonic()})
 
     def _on_tools(self, event: Any) -> None:
         for call, output in event.zipped():
@@ -456,22 +471,73 @@ class VoiceJob:
                         "is_error": bool(output and output.is_error)})  # fmt: skip
 
     async def _serve_text(self, channel: JobChannel) -> None:
-        """One turn per line from the console, until it goes away (then the job ends)."""
-        async for text in channel.turns():
+        """The console's lines as a caller's speech, until it goes away (then the job ends): the
+        answer to a waiting question, else a turn, which talks over the one still running (as
+        speech interrupts it) and runs once that one is over (`session.run` does not nest)."""
+        turn: asyncio.Task[None] | None = None
+        async for message in channel.messages():
             await self.session_ready.wait()
-            error = None
-            try:
-                assert self.session is not None
-                await self.session.run(user_input=text)
-            except Exception as e:
-                error = f"{type(e).__name__}: {e}"
-            channel.send({"turn_done": True, "error": error})
+            if message.get("interrupt"):
+                self._interrupt()
+                channel.send({"interrupted": {"at": time.monotonic()}})
+                continue
+            text = str(message["user"])
+            if self.caller.hear(text):
+                continue
+            if turn is not None and not turn.done():
+                self._interrupt()
+            turn = asyncio.create_task(self._text_turn(channel, text, after=turn), name="turn")
+            self._tasks.add(turn)
+            turn.add_done_callback(self._tasks.discard)
         if not self.closing:
+            self._hang_up()
             self.ctx.shutdown(reason="the text console left")
 
+    async def _text_turn(
+        self, channel: JobChannel, text: str, *, after: asyncio.Task[None] | None
+    ) -> None:
+        if after is not None:
+            await asyncio.gather(after, return_exceptions=True)
+        await self.session_ready.wait()
+        error = None
+        try:
+            assert self.session is not None
+            await self.session.run(user_input=text)
+        except Exception as e:
+            error = f"{type(e).__name__}: {e}"
+        channel.send({"turn_done": True, "error": error})
+
+    def _hang_up(self) -> None:
+        """The caller left: calls in flight are cancelled now, before the framework closes the
+        session (which would wait for them)."""
+        if cancelled := self.link.cancel_calls():
+            log.info("the caller left: cancelling %d call(s) in flight", len(cancelled))
+
+    def _on_participant_left(self, participant: Any) -> None:
+        """The room's event, heard before the session's own (registered later) closes it."""
+        if self.session is None:
+            return
+        try:
+            linked = self.session.room_io.linked_participant
+        except RuntimeError:  # no room io
+            return
+        if linked is not None and participant.identity == linked.identity:
+            self._hang_up()
+
+    def _interrupt(self) -> None:
+        """The caller talks over the agent: its speech stops, and with it its tool turn."""
+        if self.session is not None:
+            with contextlib.suppress(RuntimeError):  # speech that may not be interrupted
+                self.session.interrupt()
+
     async def aclose(self, reason: str = "") -> None:
-        """The job's shutdown callback: close what the framework does not know about."""
+        """The job's shutdown callback: close what the framework does not know about. The
+        framework closed the session first, which waited for the calls in flight (a drain lets
+        them finish); any still running are cancelled before the hub link closes."""
         self.closing = True
+        if cancelled := self.link.cancel_calls():  # none left after a hang-up or a drain
+            log.info("ending the job: cancelling %d call(s) in flight", len(cancelled))
+            await asyncio.wait(cancelled, timeout=CANCEL_WAIT)
         if self._follower is not None:
             self._follower.cancel()
         if self.session is not None:
@@ -479,6 +545,9 @@ class VoiceJob:
                 await self.session.aclose()
         if self.channel is not None:
             await self.channel.aclose()
+        if self._form_llm is not None:
+            with contextlib.suppress(Exception):
+                await self._form_llm.aclose()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -497,7 +566,6 @@ class JobEntry:
 
 
 __all__ = [
-    "FILLER",
     "UNREACHABLE",
     "JobConfig",
     "JobEntry",

@@ -17,6 +17,13 @@ and one with no request in flight and no open stream for `session_idle` seconds 
 `tools/list` is paged (`nextCursor`), each page at most HUB_PAGE_BYTES of tools: clients read
 an answer as one SSE event and the SDK's client fails one over 1 MiB, so however large the
 catalog grows, no page approaches that.
+
+Each tool carries what a voice client needs (docs/voice.md): its title, the upstream's
+annotations, and under `_meta[VOICE_META]` the ToolVoice the config makes of them. During a
+call the upstream's progress notices and questions reach the client that made it
+(shell/hub_questions.py). A client that cancels a call cancels it upstream. A call's
+`_meta[CONFIRMATION_META]` (the caller said yes) goes on its audit row; a job that heard no (or
+nothing) reports it on EVENTS_PATH, and no call is made.
 """
 
 from __future__ import annotations
@@ -64,8 +71,11 @@ from jackfield.core.catalog import CatalogChange, Entry
 from jackfield.core.desired import Snapshot
 from jackfield.core.limits import HUB_PAGE_BYTES
 from jackfield.core.status import SERVING_STATES, HubStatus
+from jackfield.core.voice import VOICE_META, tool_voice
+from jackfield.shell.call_channel import NO_CHANNEL, CallChannel
+from jackfield.shell.hub_questions import Rounds, channel_of
 from jackfield.shell.redaction import redact
-from jackfield.shell.servers import ServerManager, error_result
+from jackfield.shell.servers import ServerManager, confirmation_of, error_result
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +91,6 @@ DEFAULT_SESSION_IDLE = 300.0
 PAGE_OVERHEAD = 1024
 """Bytes of a `tools/list` answer besides its tools (the JSON-RPC envelope, cursor, SSE framing)."""
 _RESERVED_META = "io.modelcontextprotocol/"
-
 Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]],
                    Awaitable[None]]  # fmt: skip
@@ -267,6 +276,8 @@ class ToolHub:
         self._uvicorn: _QuietServer | None = None
         self._task: asyncio.Task[None] | None = None
         self._pending: set[asyncio.Task[None]] = set()
+        self._rounds = Rounds()
+        """2026-07-28 calls waiting for their client's next round."""
         self.serving = False
         self.announcements = 0
         manager.listeners.append(self._on_catalog)
@@ -299,16 +310,27 @@ class ToolHub:
         return entry.input_schema if entry is not None else None
 
     async def _call(
-        self, name: str, arguments: dict[str, Any], session: str
+        self,
+        name: str,
+        arguments: dict[str, Any],
+        session: str,
+        *,
+        channel: CallChannel = NO_CHANNEL,
+        meta: Mapping[str, Any] | None = None,
     ) -> mcp_types.CallToolResult:
-        """Forward a call; every failure is a result whose text the agent can say."""
+        """Forward a call; every failure is a result whose text the agent can say. A caller
+        that cancels cancels the call (the manager records it, the upstream request ends)."""
         if name not in self._by_name and name in self.manager.catalog.entries:
             return error_result(results.unknown_tool(name))  # a server the agent does not select
         try:
-            return _own(await self.manager.call(name, arguments, session=session))
+            result = await self.manager.call(
+                name, arguments, session=session, channel=channel,
+                confirmation=confirmation_of(meta),
+            )  # fmt: skip
         except Exception:  # e.g. the server went away between lookup and call
             log.exception("tool call %s failed in the hub", name)
             return error_result(f"The {name} tool is unavailable right now.")
+        return _own(result)
 
     def _mcp_server(self) -> Server[Any]:
         async def list_tools(
@@ -318,8 +340,17 @@ class ToolHub:
 
         async def call_tool(
             ctx: ServerRequestContext[Any], params: mcp_types.CallToolRequestParams
-        ) -> mcp_types.CallToolResult:
-            return await self._call(params.name, dict(params.arguments or {}), self._track(ctx))
+        ) -> mcp_types.CallToolResult | mcp_types.InputRequiredResult:
+            if ctx.session.protocol_version in MODERN_PROTOCOL_VERSIONS:
+                session = self._track(ctx)
+                return await self._rounds.serve(ctx, params, lambda channel: self._call(
+                    params.name, dict(params.arguments or {}), session, channel=channel,
+                    meta=params.meta,
+                ))  # fmt: skip
+            return await self._call(
+                params.name, dict(params.arguments or {}), self._track(ctx),
+                channel=channel_of(ctx), meta=params.meta,
+            )  # fmt: skip
 
         async def list_prompts(
             ctx: ServerRequestContext[Any], params: mcp_types.PaginatedRequestParams | None
@@ -431,13 +462,10 @@ class ToolHub:
         view = agent_view(self.snapshot, ready, self.manager.catalog.entries.values(),
                           realtime=not self.cooldown.active(now))  # fmt: skip
         previous, self.view = self.view, view
-        if previous is None or view.tools != previous.tools:
-            self._by_name = {e.name: e for e in view.tools}
-            self._served = tuple(
-                mcp_types.Tool(name=e.name, description=e.description or None,
-                               inputSchema=dict(e.input_schema))
-                for e in sorted(view.tools, key=lambda e: e.name)
-            )  # fmt: skip
+        served = self._tools_of(view)
+        self._by_name = {e.name: e for e in view.tools}
+        if served != self._served or previous is None:
+            self._served = served
             self._names = [t.name for t in self._served]
             self._sizes = [len(t.model_dump_json(by_alias=True, exclude_none=True).encode()) + 1
                            for t in self._served]  # fmt: skip
@@ -448,9 +476,34 @@ class ToolHub:
             self.instructions_revision = view.instructions_revision
             self._announce(tools=False, prompts=True)
 
+    def _tools_of(self, view: AgentView) -> tuple[mcp_types.Tool, ...]:
+        """The view's tools as served, sorted by name: with their title, the upstream's
+        annotations and their ToolVoice (so a voice or confirm edit reaches jobs too)."""
+        assert self.snapshot is not None
+        agent = self.snapshot.agent.document.spec
+        specs = self.manager.specs()
+        tools = []
+        for e in sorted(view.tools, key=lambda e: e.name):
+            voice = tool_voice(agent, specs.get(e.server), e.upstream, e.annotations, e.title)
+            annotations = None
+            if e.annotations:
+                try:
+                    annotations = mcp_types.ToolAnnotations.model_validate(dict(e.annotations))
+                except ValueError:  # the catalog checked them; a stray one is left out
+                    annotations = None
+            tools.append(mcp_types.Tool(
+                name=e.name, title=e.title, description=e.description or None,
+                inputSchema=dict(e.input_schema), annotations=annotations,
+                _meta={VOICE_META: voice.to_json()},
+            ))  # fmt: skip
+        return tuple(tools)
+
     # --- what jobs report -------------------------------------------------------------------------
 
     def _on_agent_event(self, session: str, event: dict[str, Any]) -> None:
+        if event["event"] == "confirmation":
+            self._confirmation_refused(session, event)
+            return
         if event["event"] == "update_rejected":
             self.rejected_updates += 1
             # upstream text, shown in /status: masked like everything jackfield shows
@@ -476,6 +529,17 @@ class ToolHub:
                 self._cooldown_timer.cancel()
             self._cooldown_timer = loop.call_later(self.cooldown.cooldown + 0.01, self._rebuild)
             self._rebuild()
+
+    def _confirmation_refused(self, session: str, event: dict[str, Any]) -> None:
+        """A job asked the caller to confirm a call and heard no, or nothing: no call was made.
+        (A yes travels with the call itself, in its `_meta`.)"""
+        tool, question, answer = event.get("tool"), event.get("question"), event.get("answer")
+        if not isinstance(tool, str) or not isinstance(question, str) or answer not in (
+                "no", "timeout"):  # fmt: skip
+            log.debug("ignored a malformed confirmation report from %s", session)
+            return
+        if not self.manager.confirmation_refused(tool, question, answer, session=session):
+            log.debug("confirmation report for unknown tool %r from %s", tool[:100], session)
 
     def agent_sessions_by_revision(self) -> dict[str, int]:
         """Open agent jobs per agent view revision they were built from."""
@@ -579,6 +643,7 @@ class ToolHub:
 
     async def stop(self) -> None:
         self.serving = False
+        await self._rounds.stop()
         if self._cooldown_timer is not None:
             self._cooldown_timer.cancel()
         self._listen.close()  # listen streams end gracefully rather than hold up the shutdown

@@ -7,7 +7,10 @@ crashed job. While the hub is unreachable, calls fail at once with that sentence
 back, `changed` is set so the agent refetches its tools and instructions.
 
 The MCP client context is entered and left only in the owner task (STYLE.md habit 4); calls
-from tool functions only use the connected client.
+from tool functions only use the connected client. The link declares elicitation: a server's
+question during a call reaches `elicit` (the job asks the caller, shell/voice_forms.py), and
+`cancel_calls` ends every call in flight when the caller hangs up (the SDK sends the hub
+`notifications/cancelled`, and the hub cancels upstream).
 """
 
 from __future__ import annotations
@@ -17,14 +20,15 @@ import contextlib
 import json
 import logging
 import random
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, cast
 
 import mcp_types
 from mcp import Client
-from mcp.client.session import IncomingMessage
+from mcp.client.session import ClientRequestContext, IncomingMessage
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp.shared.dispatcher import ProgressFnT
 
 from jackfield import __version__
 from jackfield.core.agent_view import AGENT_VIEW_URI, EVENTS_PATH, SESSION_HEADER
@@ -40,6 +44,14 @@ CLOSE_TIMEOUT = 3.0
 MAX_PAGES = 1000
 """Pages of `tools/list` read before the rest is left out (a hub whose cursor never ends)."""
 UNREACHABLE = "I can't reach my tools right now. Please try again in a moment."
+
+Elicit = Callable[[mcp_types.ElicitRequestParams], Awaitable[mcp_types.ElicitResult]]
+"""Answers a server's question (`elicitation/create`) that arrived during one of our calls."""
+
+
+async def decline(params: mcp_types.ElicitRequestParams) -> mcp_types.ElicitResult:
+    """The answer of a link nobody asks the caller through."""
+    return mcp_types.ElicitResult(action="decline")
 
 
 def _describe(e: BaseException) -> str:
@@ -69,6 +81,9 @@ class HubLink:
         self.call_finished: Callable[[], None] = lambda: None
         self.connects = 0
         self.last_error: str | None = None
+        self.elicit: Elicit = decline
+        """Where a server's question goes; the job's voice sets it (shell/voice_forms.py)."""
+        self._calls: set[asyncio.Task[Any]] = set()
         self._client: Client | None = None
         self._broken = asyncio.Event()
         self._was_up = False
@@ -115,6 +130,7 @@ class HubLink:
                     mode="legacy",
                     cache=None,
                     message_handler=self._on_message,
+                    elicitation_callback=self._on_elicitation,
                     client_info=mcp_types.Implementation(
                         name="jackfield-agent", version=__version__
                     ),
@@ -155,6 +171,15 @@ class HubLink:
             mcp_types.ToolListChangedNotification | mcp_types.PromptListChangedNotification,
         ):
             self.changed.set()
+
+    async def _on_elicitation(
+        self, context: ClientRequestContext, params: mcp_types.ElicitRequestParams
+    ) -> mcp_types.ElicitResult | mcp_types.ErrorData:
+        try:
+            return await self.elicit(params)
+        except Exception:
+            log.exception("answering a server's question failed; it is told: cancel")
+            return mcp_types.ElicitResult(action="cancel")
 
     # --- what the agent uses --------------------------------------------------------------------
 
@@ -211,22 +236,47 @@ class HubLink:
         except Exception as e:
             raise self._lost(e) from e
 
-    async def call(self, name: str, arguments: dict[str, Any]) -> mcp_types.CallToolResult:
-        """Forward one tool call; the hub answers every failure with a result.
+    async def call(
+        self,
+        name: str,
+        arguments: dict[str, Any],
+        *,
+        progress: ProgressFnT | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> mcp_types.CallToolResult:
+        """Forward one tool call; the hub answers every failure with a result. `progress`
+        hears the server's progress notices; `meta` goes in the request's `_meta`.
 
         Raises:
             HubUnavailable: the hub is not reachable (before or during the call).
+            asyncio.CancelledError: `cancel_calls` (a hang-up) or the caller's own cancel.
         """
+        task = asyncio.current_task()
+        if task is not None:
+            self._calls.add(task)
         self.in_flight += 1
         try:
-            return await self.client.call_tool(name, arguments)
+            return await self.client.call_tool(
+                name, arguments, progress_callback=progress,
+                meta=cast(mcp_types.RequestParamsMeta, meta) if meta else None,
+            )  # fmt: skip
         except HubUnavailable:
             raise
         except Exception as e:
             raise self._lost(e) from e
         finally:
+            if task is not None:
+                self._calls.discard(task)
             self.in_flight -= 1
             self.call_finished()
+
+    def cancel_calls(self) -> list[asyncio.Task[Any]]:
+        """Cancel every call in flight: the caller hung up. Each call's task tells the hub as
+        it unwinds (the SDK sends `notifications/cancelled`); await them to be sure."""
+        running = [t for t in self._calls if not t.done()]
+        for task in running:
+            task.cancel()
+        return running
 
     async def report(self, event: dict[str, Any]) -> None:
         """Tell the hub what only the job knows (a fallback); best effort."""

@@ -42,7 +42,7 @@ class _ServerCollector:
         return self._families()
 
     def collect(self) -> Iterable[Metric]:
-        up, state, restarts, tools, queued = self._families()
+        up, state, restarts, tools, queued, voice = self._families()
         for s in sorted(self._servers(), key=lambda s: s.name):
             up.add_metric([s.name], 1.0 if s.state in SERVING_STATES else 0.0)
             for candidate in SERVER_STATES:
@@ -53,7 +53,9 @@ class _ServerCollector:
             gates = s.extra.get("limits", {}).get("queued")
             if gates is not None:
                 queued.add_metric([s.name], float(sum(gates.values())))
-        return [up, state, restarts, tools, queued]
+            for (kind, outcome), count in sorted(s.voice.counts().items()):
+                voice.add_metric([s.name, kind, outcome], float(count))
+        return [up, state, restarts, tools, queued, voice]
 
     @staticmethod
     def _families() -> tuple[
@@ -62,6 +64,7 @@ class _ServerCollector:
         CounterMetricFamily,
         GaugeMetricFamily,
         GaugeMetricFamily,
+        CounterMetricFamily,
     ]:
         return (
             GaugeMetricFamily(
@@ -88,6 +91,13 @@ class _ServerCollector:
                 "jackfield_tool_call_queue_depth",
                 "Tool calls waiting for a concurrency slot (servers with limits only).",
                 labels=["server"],
+            ),
+            CounterMetricFamily(
+                "jackfield_voice_events",
+                "What the voice features saw per server: kind progress (outcome notice),"
+                " cancellation (cancelled), confirmation (yes, no, timeout), elicitation"
+                " (accept, decline, cancel, refused), sampling (refused).",
+                labels=["server", "kind", "outcome"],
             ),
         )
 

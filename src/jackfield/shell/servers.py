@@ -12,17 +12,19 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal
 
 import mcp_types
 
 from jackfield.core import tool_results as results
-from jackfield.core.catalog import Catalog, CatalogChange, build, compare, server_entries
+from jackfield.core.catalog import Catalog, CatalogChange, Entry, build, compare, server_entries
 from jackfield.core.connection import Connection, redact
 from jackfield.core.limits import server_limits
-from jackfield.core.status import ServerStatus
+from jackfield.core.status import ServerStatus, VoiceStatus
+from jackfield.core.voice import CONFIRMATION_META, confirmation_question, tool_title
+from jackfield.shell.call_channel import NO_CHANNEL, CallChannel, VoiceCounts
 from jackfield.shell.gates import Governor, Rejected
 from jackfield.shell.stdio import Warden
 from jackfield.shell.supervisor import (
@@ -45,8 +47,10 @@ class CallEvent:
     server: str
     tool: str
     outcome: str
-    """ok | error | unavailable | timeout | rejected:busy | rejected:rate | rejected:sessions |
-    unknown"""
+    """ok | error | unavailable | timeout | cancelled | declined | rejected:busy |
+    rejected:rate | rejected:sessions | unknown. `cancelled`: the caller cancelled the call
+    (the upstream request was cancelled too); `declined`: the caller said no (or nothing) when
+    asked to confirm, and no call was made."""
     seconds: float
     bytes_in: int
     bytes_out: int
@@ -54,6 +58,35 @@ class CallEvent:
     result_text: str
     session: str | None
     secrets: frozenset[str]
+    confirmation: Mapping[str, str] | None = None
+    """The caller was asked first: {"question": ..., "answer": "yes" | "no" | "timeout",
+    "asked": the question without its arguments (for audit rows that keep no arguments)}."""
+
+
+Refusal = Literal["no", "timeout"]
+MAX_QUESTION = 500
+"""Characters of a confirmation question kept for the audit row."""
+
+
+def _asked(entry: Entry, confirmation: Mapping[str, str] | None) -> Mapping[str, str] | None:
+    """A confirmation with the question as it reads without its arguments ("Should I delete a
+    note? ..."), for audit rows that keep no arguments."""
+    if confirmation is None:
+        return None
+    title = tool_title(entry.upstream, entry.annotations, entry.title)
+    return {**confirmation, "asked": confirmation_question(title, {})}
+
+
+def confirmation_of(meta: Mapping[str, Any] | None) -> dict[str, str] | None:
+    """A call's CONFIRMATION_META (the job asked the caller and heard a yes), or None when the
+    call carries none or one that is not a question answered yes."""
+    value = (meta or {}).get(CONFIRMATION_META)
+    if not isinstance(value, Mapping):
+        return None
+    question, answer = value.get("question"), value.get("answer")
+    if not isinstance(question, str) or answer != "yes":
+        return None
+    return {"question": question[:MAX_QUESTION], "answer": "yes"}
 
 
 def error_result(text: str) -> mcp_types.CallToolResult:
@@ -90,6 +123,17 @@ SESSION_IDLE = 300.0
 that session opens it again)."""
 
 
+@dataclass(frozen=True)
+class _Call:
+    """One call on its way through the manager, for its CallEvent."""
+
+    tool: str
+    arguments: dict[str, Any]
+    session: str | None
+    started: float
+    confirmation: Mapping[str, str] | None
+
+
 def _limited(spec: MCPServerSpec) -> bool:
     return not server_limits(spec).unlimited or bool(spec.tools.overrides)
 
@@ -117,6 +161,9 @@ class ServerManager:
         self.session_idle = session_idle
         self.session_refusals: Counter[str] = Counter()
         """Calls refused per server because `max_session_processes` were open."""
+        self.voice: dict[str, VoiceCounts] = {}
+        """Per server: what the voice features saw (progress, cancellations, confirmations,
+        elicitations, sampling refusals); its supervisors count into it."""
         self._idle_timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._using: Counter[Supervisor] = Counter()
         self._closing: set[asyncio.Task[None]] = set()
@@ -170,6 +217,7 @@ class ServerManager:
     async def remove(self, name: str) -> None:
         await self._stop_server(name)
         self._governors.pop(name, None)
+        self.voice.pop(name, None)
         self._changed()
 
     async def _stop_server(self, name: str) -> None:
@@ -183,7 +231,7 @@ class ServerManager:
     def _supervisor(self, name: str, spec: MCPServerSpec, connection: Connection) -> Supervisor:
         return Supervisor(
             name, spec, connection, on_change=self._changed, warden=self.warden,
-            timing=self.timing, mode=self.mode,
+            timing=self.timing, mode=self.mode, voice=self.voice.setdefault(name, Counter()),
         )  # fmt: skip
 
     # --- catalog ------------------------------------------------------------------------------
@@ -236,6 +284,7 @@ class ServerManager:
             governor = self._governors.get(name)
             if governor is not None and _limited(governor.spec):
                 status.extra["limits"] = governor.snapshot()
+            status = replace(status, voice=VoiceStatus.of(s.voice))
             if s.spec.scope == "session":
                 status.extra["session_processes"] = {
                     "open": sum(name in per for per in self._sessions.values()),
@@ -250,19 +299,34 @@ class ServerManager:
     # --- calls --------------------------------------------------------------------------------
 
     async def call(
-        self, name: str, arguments: dict[str, Any], *, session: str | None = None
+        self,
+        name: str,
+        arguments: dict[str, Any],
+        *,
+        session: str | None = None,
+        channel: CallChannel = NO_CHANNEL,
+        confirmation: Mapping[str, str] | None = None,
     ) -> mcp_types.CallToolResult:
         """Call an exposed tool. Never raises for a tool problem: errors come back as results
-        whose text is a sentence the agent can say."""
+        whose text is a sentence the agent can say. The server's progress and questions during
+        the call go to `channel`; `confirmation` (the caller said yes to this question) goes on
+        the audit row.
+
+        Raises:
+            asyncio.CancelledError: the caller cancelled; the upstream request is cancelled and
+                the call recorded as `cancelled`.
+        """
         started = time.monotonic()
+        call = _Call(name, arguments, session, started, confirmation)
         entry = self.catalog.entries.get(name)
         if entry is None:
-            return self._finish(None, name, "unknown", started, arguments, session,
-                                error_result(results.unknown_tool(name)))  # fmt: skip
+            return self._finish(None, call, "unknown", error_result(results.unknown_tool(name)))
         supervisor = self._servers.get(entry.server)
         if supervisor is None:  # removed since the catalog was built
-            return self._finish(None, name, "unknown", started, arguments, session,
-                                error_result(results.unknown_tool(name)))  # fmt: skip
+            return self._finish(None, call, "unknown", error_result(results.unknown_tool(name)))
+        call = replace(call, tool=entry.upstream, confirmation=_asked(entry, confirmation))
+        if confirmation is not None:
+            supervisor.voice["confirmation", "yes"] += 1
         own_session = session if supervisor.spec.scope == "session" else None
         if own_session is not None:
             own = self._session_supervisor(entry.server, own_session)
@@ -271,60 +335,78 @@ class ServerManager:
                 text = results.speakable(entry.server, entry.upstream, (
                     f"{self.max_session_processes} conversations already have a connection of"
                     " their own open, the most allowed; try again once one has ended"))  # fmt: skip
-                return self._finish(supervisor, entry.upstream, "rejected:sessions", started,
-                                    arguments, session, error_result(text))  # fmt: skip
+                return self._finish(supervisor, call, "rejected:sessions", error_result(text))
             supervisor = own
             self._using[supervisor] += 1  # not idle while a call waits for it or runs
         governor = self._governors[entry.server]
+        upstream = supervisor
         self.in_flight += 1
         try:
             if own_session is not None:
                 await supervisor.wait_ready(supervisor.spec.timeouts.connect)
             result = await governor.call(
-                entry.upstream, arguments, lambda: supervisor.call(entry.upstream, arguments)
+                entry.upstream, arguments, lambda: upstream.call(entry.upstream, arguments, channel)
             )
         except Rejected as e:
-            return self._finish(supervisor, entry.upstream, f"rejected:{e.reason}", started,
-                                arguments, session, error_result(str(e)))  # fmt: skip
+            return self._finish(supervisor, call, f"rejected:{e.reason}", error_result(str(e)))
         except Unavailable as e:
-            outcome = e.reason
-            return self._finish(supervisor, entry.upstream, outcome, started, arguments, session,
-                                error_result(str(e)))  # fmt: skip
+            return self._finish(supervisor, call, e.reason, error_result(str(e)))
+        except asyncio.CancelledError:
+            supervisor.voice["cancellation", "cancelled"] += 1
+            self._finish(supervisor, call, "cancelled", error_result("The call was cancelled."))
+            raise
         finally:
             self.in_flight -= 1
             if own_session is not None:
                 self._release(own_session, entry.server, supervisor)
         result = capped(result, supervisor.spec.limits.max_output_bytes)
-        outcome = "error" if result.is_error else "ok"
-        return self._finish(
-            supervisor, entry.upstream, outcome, started, arguments, session, result
-        )
+        return self._finish(supervisor, call, "error" if result.is_error else "ok", result)
+
+    def confirmation_refused(
+        self, name: str, question: str, answer: Refusal, *, session: str | None = None
+    ) -> bool:
+        """The caller said no (or nothing) when asked to confirm a call of `name`, so it was
+        not made: counted for its server, recorded as a `declined` call. False when `name` is
+        not in the catalog (nothing is recorded)."""
+        entry = self.catalog.entries.get(name)
+        supervisor = self._servers.get(entry.server) if entry is not None else None
+        if entry is None or supervisor is None:
+            return False
+        supervisor.voice["confirmation", answer] += 1
+        asked = _asked(entry, {"question": question[:MAX_QUESTION], "answer": answer})
+        call = _Call(entry.upstream, {}, session, time.monotonic(), asked)
+        text = f"Not called: the caller was asked and the answer was {answer}."
+        self._finish(supervisor, call, "declined", error_result(text))
+        return True
 
     def _finish(
         self,
         supervisor: Supervisor | None,
-        tool: str,
+        call: _Call,
         outcome: str,
-        started: float,
-        arguments: dict[str, Any],
-        session: str | None,
         result: mcp_types.CallToolResult,
     ) -> mcp_types.CallToolResult:
         if self.observer is not None:
             text = text_of(result)
             secrets = supervisor.connection.secrets if supervisor is not None else frozenset()
+            confirmation = call.confirmation
+            if confirmation is not None and "question" in confirmation:
+                # the question repeats the arguments: masked like them
+                confirmation = {**confirmation,
+                                "question": redact(confirmation["question"], secrets)}  # fmt: skip
             self.observer(
                 CallEvent(
                     server=supervisor.name if supervisor is not None else "",
-                    tool=tool,
+                    tool=call.tool,
                     outcome=outcome,
-                    seconds=time.monotonic() - started,
-                    bytes_in=len(json.dumps(arguments, default=str).encode()),
+                    seconds=time.monotonic() - call.started,
+                    bytes_in=len(json.dumps(call.arguments, default=str).encode()),
                     bytes_out=len(text.encode()),
-                    arguments=arguments,
+                    arguments=call.arguments,
                     result_text=redact(text, secrets),
-                    session=session,
+                    session=call.session,
                     secrets=secrets,
+                    confirmation=confirmation,
                 )
             )
         return result
@@ -341,7 +423,7 @@ class ServerManager:
             shared = self._servers[server]
             supervisor = Supervisor(
                 server, shared.spec, shared.connection, on_change=lambda: None,
-                warden=self.warden, timing=self.timing, mode=self.mode,
+                warden=self.warden, timing=self.timing, mode=self.mode, voice=shared.voice,
             )  # fmt: skip
             supervisor.start()
             per[server] = supervisor

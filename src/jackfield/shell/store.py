@@ -126,12 +126,16 @@ tool_calls = sa.Table(
     sa.Column("arguments_hash", sa.String(80), nullable=False),
     sa.Column("arguments", sa.Text, nullable=True),
     sa.Column("result", sa.Text, nullable=True),
+    sa.Column("confirmation", sa.Text, nullable=True),
 )
 
 
 @dataclass(frozen=True)
 class AuditRecord:
-    """One tool call. `arguments`/`result` are None unless the server's audit level is full."""
+    """One tool call. `arguments`/`result` are None unless the server's audit level is full.
+    `confirmation` is JSON when the caller was asked first: {"answer": "yes" | "no" |
+    "timeout"}, with the "question" too at audit level full (it repeats the arguments); an
+    answer other than yes comes with outcome `declined` (no call was made)."""
 
     at: datetime
     agent_session: str | None
@@ -145,6 +149,7 @@ class AuditRecord:
     arguments_hash: str
     arguments: str | None
     result: str | None
+    confirmation: str | None = None
 
 
 def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:

@@ -7,6 +7,10 @@ connection (calls) and never enter or exit its context (STYLE.md habit 4). What 
 means for the server's state, backoff and grace is core/lifecycle.py's to say; state changes
 are announced through `on_change`.
 
+During a call the server may talk back (docs/voice.md): its progress notices and its questions
+(elicitation, which jackfield's client declares) go to the call's `CallChannel`; its sampling
+requests are refused in words (jackfield declares no sampling). Each is counted in `voice`.
+
 docs/manager.md has the whole picture.
 """
 
@@ -18,12 +22,13 @@ import dataclasses
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal
 
 import mcp_types
-from mcp.client.session import IncomingMessage
+from mcp.client.session import ClientRequestContext, IncomingMessage
 from mcp.shared.exceptions import MCPError
 from mcp_types import (
     CONNECTION_CLOSED,
@@ -44,6 +49,16 @@ from jackfield.core.failures import failure_of
 from jackfield.core.lifecycle import DEFAULT_TIMING, Life, Timing
 from jackfield.core.status import SERVING_STATES, ServerState, ServerStatus, utcnow
 from jackfield.errors import ConnectionLost, SessionExpired
+from jackfield.shell.call_channel import (
+    NO_CHANNEL,
+    NO_QUESTIONS,
+    SAMPLING_REFUSED,
+    UNROUTED_ELICITATION,
+    CallChannel,
+    CallProgress,
+    VoiceCounts,
+    calling_now,
+)
 from jackfield.shell.redaction import redact, redact_tree, register_secrets
 from jackfield.shell.stdio import Tail, Warden
 from jackfield.shell.transports import Link, connect, short
@@ -101,6 +116,7 @@ class Supervisor:
         warden: Warden | None = None,
         timing: Timing = DEFAULT_TIMING,
         mode: ProtocolMode = "auto",
+        voice: VoiceCounts | None = None,
     ) -> None:
         self.name = name
         self.spec = spec
@@ -114,6 +130,10 @@ class Supervisor:
         self.tail = Tail(secrets=connection.secrets)
         self.life: Life = lifecycle.start(spec.enabled, _now())
         self.calls_in_flight = 0
+        self.voice: VoiceCounts = voice if voice is not None else Counter()
+        """What the voice features saw of this server (shared by its session connections)."""
+        self._channels: list[CallChannel] = []
+        """One per call in flight, in the order they started."""
         self.health_checks = 0
         """Health checks passed (over every connection)."""
         self._link: Link | None = None
@@ -236,8 +256,13 @@ class Supervisor:
 
     # --- calls --------------------------------------------------------------------------------
 
-    async def call(self, tool: str, arguments: dict[str, Any]) -> mcp_types.CallToolResult:
-        """Forward one call, within `timeouts.call` (the upstream request is cancelled after).
+    async def call(
+        self, tool: str, arguments: dict[str, Any], channel: CallChannel = NO_CHANNEL
+    ) -> mcp_types.CallToolResult:
+        """Forward one call, within `timeouts.call` (the upstream request is cancelled after,
+        and when the caller cancels: `notifications/cancelled`, or the request closed on a
+        2026-07-28 connection). The server's progress notices and questions during the call
+        go to `channel`.
 
         An HTTP session that expired is renewed and the call sent once more: the server
         answered 404 without running it.
@@ -246,6 +271,7 @@ class Supervisor:
             Unavailable: the server cannot take the call, or it failed or timed out; the
                 message is speakable and free of secrets.
         """
+        progressed = CallProgress(channel, self.voice, self.connection.secrets, server=self.name)
         for attempt in range(2):
             link = self._link
             client = link.client if link is not None else None
@@ -253,11 +279,15 @@ class Supervisor:
                 raise Unavailable(results.unavailable(self.name, self.state))
             expiries = link.expiries
             self.calls_in_flight += 1
+            self._channels.append(channel)
+            calling = calling_now.set((self, channel))
             self._last_activity = time.monotonic()
             timeout = self.spec.timeouts.call
             try:
                 async with asyncio.timeout(timeout + 1):  # in case the SDK's own deadline hangs
-                    result = await client.call_tool(tool, arguments, read_timeout_seconds=timeout)
+                    result = await client.call_tool(
+                        tool, arguments, read_timeout_seconds=timeout, progress_callback=progressed
+                    )
             except TimeoutError:
                 self._enter(lifecycle.CallFailed())
                 raise Unavailable(results.timed_out(self.name, tool, timeout), "timeout") from None
@@ -271,11 +301,61 @@ class Supervisor:
             except Exception as e:
                 raise self._call_error(tool, link, e) from e
             finally:
+                calling_now.reset(calling)
+                self._channels.remove(channel)
                 self.calls_in_flight -= 1
                 self._last_activity = time.monotonic()
             self._enter(lifecycle.CallSucceeded())
+            await progressed.settled()  # the notices sent before the result go before it
             return result
         raise Unavailable(results.unavailable(self.name, self.state))
+
+    # --- what the server asks of us during a call -----------------------------------------------
+
+    def _caller(self) -> CallChannel | None:
+        """Whose call a server-to-client request belongs to: the calling task's, when the SDK
+        runs the callback in its context; else the only call in flight; else no one's."""
+        calling = calling_now.get()
+        if calling is not None and calling[0] is self and calling[1] in self._channels:
+            return calling[1]
+        return self._channels[0] if len(self._channels) == 1 else None
+
+    async def on_elicit(
+        self, context: ClientRequestContext, params: mcp_types.ElicitRequestParams
+    ) -> mcp_types.ElicitResult | mcp_types.ErrorData:
+        """An `elicitation/create` (handshake era) or an `input_required` elicitation
+        (2026-07-28): handed, as it came, to the caller whose call it belongs to. When that
+        cannot be known, or the caller takes no questions, the server gets an error saying so.
+        """
+        channel = self._caller()
+        if channel is None or channel.elicit is None:
+            why = UNROUTED_ELICITATION if channel is None else NO_QUESTIONS
+            self.voice["elicitation", "refused"] += 1
+            log.info("server %s: elicitation refused: %s", self.name, why)
+            return mcp_types.ErrorData(code=INVALID_REQUEST, message=why)
+        try:
+            # bounded like the call: on stdio this runs in the reader task, which the call's
+            # own deadline does not reach
+            async with asyncio.timeout(self.spec.timeouts.call):
+                answer = await channel.elicit(params)
+        except Exception as e:  # the caller went away mid-question, or never answered
+            log.debug("server %s: elicitation not answered: %s", self.name, short(e))
+            answer = mcp_types.ErrorData(
+                code=INTERNAL_ERROR, message="the question could not reach the caller"
+            )
+        outcome = answer.action if isinstance(answer, mcp_types.ElicitResult) else "refused"
+        self.voice["elicitation", outcome] += 1
+        return answer
+
+    async def on_sample(
+        self, context: ClientRequestContext, params: mcp_types.CreateMessageRequestParams
+    ) -> (
+        mcp_types.CreateMessageResult | mcp_types.CreateMessageResultWithTools | mcp_types.ErrorData
+    ):
+        """Every `sampling/createMessage` is refused, in words, and counted."""
+        self.voice["sampling", "refused"] += 1
+        log.info("server %s asked to sample the agent's model: refused", self.name)
+        return mcp_types.ErrorData(code=INVALID_REQUEST, message=SAMPLING_REFUSED)
 
     def _call_error(self, tool: str, link: Link, e: Exception) -> Unavailable:
         timeout = self.spec.timeouts.call
@@ -284,6 +364,11 @@ class Supervisor:
             return Unavailable(results.timed_out(self.name, tool, timeout), "timeout")
         if isinstance(e, MCPError) and e.code == INVALID_PARAMS:
             problem = e.message  # the caller's mistake, not the server's
+        elif isinstance(e, MCPError) and e.message in (
+            SAMPLING_REFUSED, UNROUTED_ELICITATION, NO_QUESTIONS
+        ):  # fmt: skip
+            # our own refusal of an `input_required` round, raised by the SDK's client
+            problem = e.message
         elif isinstance(e, MCPError) and answered(e):
             # the server answered: its connection works, whatever the answer says
             message = " ".join(redact(e.message, self.connection.secrets).split())
@@ -327,6 +412,8 @@ class Supervisor:
                         link,
                         mode=self.mode,
                         on_message=self._on_message,
+                        on_elicit=self.on_elicit,
+                        on_sample=self.on_sample,
                         tail=self.tail,
                         warden=self.warden,
                     ):

@@ -2,11 +2,34 @@
 
 A LiveKit job runs in a process of its own, in a room; without a LiveKit server (the console,
 the tests) nobody is in that room to talk to it. `TextLink` is a small JSON-lines server on
-127.0.0.1 that the job connects back to (its address and a token travel in the job's config):
-the console sends `{"user": text}`, the job runs that turn on its real session and answers with
-what happened (`{"tool": ...}`, `{"agent": text}`, then `{"turn_done": true}`), plus
-`{"ready": ...}` when a session starts and `{"fallback": reason}` when it moves to the pipeline.
+127.0.0.1 that the job connects back to (its address and a token travel in the job's config).
 When the console closes the link, the job ends, as a call ends when the caller hangs up.
+
+The console sends what a caller would do:
+
+  {"user": text}       a typed turn, delivered as speech would be: the answer to a question
+                       the agent is waiting on (no turn of its own), else a new turn, which
+                       first interrupts a turn still running (like talking over the agent)
+  {"interrupt": true}  talking over the agent without a turn (`session.interrupt()`)
+
+The job answers with what happened. Times `at` are the job's `time.monotonic()` (one clock for
+every process on Linux):
+
+  {"ready": {...}}                       a session started (mode, revision, tools, preloaded)
+  {"agent": text, "at": t}               the agent said it (a conversation item)
+  {"tool": name, "arguments": json, "output": text, "is_error": bool}   a call finished
+  {"turn_done": true, "error": e|null}   the turn of one {"user": ...} is over
+  {"said": text, "kind": k, "call": name, "at": t}   a line the agent was told to say during a
+                                         call; kind: filler, progress, question, notice
+  {"question": text, "kind": k, "call": name, "at": t}   the agent waits for the caller's answer
+                                         (kind: confirmation, elicitation)
+  {"answer": text, "to": question, "at": t}   that answer was heard (typed or spoken)
+  {"confirmation": {"tool", "question", "answer": "yes"|"no"|"timeout"}}
+  {"cancelled": {"tool", "reason": "interrupted"|"hangup", "at": t}}   a call was cancelled
+  {"elicitation": {"tool", "mode", "action", "content"?, "reason"?, "at"}}   a server's question
+                                         was answered (accept, decline, cancel)
+  {"interrupted": {"at": t}}             the ack of {"interrupt": true}
+  {"fallback": reason}, {"updated": ...}, {"update_rejected": message}
 """
 
 from __future__ import annotations
@@ -51,12 +74,15 @@ class JobChannel:
         if not self._writer.is_closing():
             self._writer.write(json.dumps(message).encode() + b"\n")
 
-    async def turns(self) -> AsyncIterator[str]:
+    async def messages(self) -> AsyncIterator[dict[str, Any]]:
+        """What the console sends: `{"user": text}` or `{"interrupt": true}`, until it leaves."""
         while line := await self._reader.readline():
             with contextlib.suppress(ValueError):
                 message = json.loads(line)
-                if isinstance(message, dict) and isinstance(message.get("user"), str):
-                    yield message["user"]
+                if isinstance(message, dict) and (
+                    isinstance(message.get("user"), str) or message.get("interrupt") is True
+                ):
+                    yield message
 
     async def aclose(self) -> None:
         self._writer.close()
@@ -104,18 +130,37 @@ class ConsoleEnd:
             if key in message:
                 return message
 
-    async def turn(self, text: str, timeout: float | None = None) -> list[dict[str, Any]]:
-        """Send one user turn; the job's messages up to the end of that turn."""
-        self._writer.write(json.dumps({"user": text}).encode() + b"\n")
-        await self._writer.drain()
+    async def collect(self, key: str, timeout: float | None = None) -> list[dict[str, Any]]:
+        """The job's messages up to and including the next one carrying `key`.
+
+        Raises:
+            ConnectionError: the job went away first.
+        """
         seen: list[dict[str, Any]] = []
         while True:
             message = await self.next(timeout)
             if message is None:
-                raise ConnectionError(f"job {self.job} left during the turn {text!r}")
+                raise ConnectionError(f"job {self.job} left before sending {key!r}")
             seen.append(message)
-            if "turn_done" in message:
+            if key in message:
                 return seen
+
+    async def say(self, text: str) -> None:
+        """Send what the caller says, without waiting for anything."""
+        await self._write({"user": text})
+
+    async def interrupt(self) -> None:
+        """Talk over the agent (the job answers `{"interrupted": ...}`)."""
+        await self._write({"interrupt": True})
+
+    async def _write(self, message: dict[str, Any]) -> None:
+        self._writer.write(json.dumps(message).encode() + b"\n")
+        await self._writer.drain()
+
+    async def turn(self, text: str, timeout: float | None = None) -> list[dict[str, Any]]:
+        """Send one user turn; the job's messages up to the end of that turn."""
+        await self.say(text)
+        return await self.collect("turn_done", timeout)
 
     async def aclose(self) -> None:
         """Hang up: the job ends."""

@@ -30,7 +30,7 @@ import httpx2
 import mcp_types
 import pydantic
 from mcp import Client
-from mcp.client.session import MessageHandlerFnT
+from mcp.client.session import ElicitationFnT, MessageHandlerFnT, SamplingFnT
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
@@ -341,8 +341,13 @@ class Link:
 
 
 def _tool(t: mcp_types.Tool) -> UpstreamTool:
-    annotations = t.annotations.model_dump(exclude_none=True) if t.annotations else None
-    return UpstreamTool(t.name, t.description or "", t.input_schema, annotations)
+    annotations = (
+        t.annotations.model_dump(mode="json", by_alias=True, exclude_none=True)
+        if t.annotations
+        else None
+    )  # the wire's names (`destructiveHint`), as core/voice.py reads them
+    title = t.title or (t.annotations.title if t.annotations else None)
+    return UpstreamTool(t.name, t.description or "", t.input_schema, annotations, title=title)
 
 
 def screened(result: dict[str, Any], version: str) -> tuple[list[Any], dict[str, str]]:
@@ -477,11 +482,17 @@ async def connect(
     *,
     mode: str,
     on_message: MessageHandlerFnT,
+    on_elicit: ElicitationFnT | None = None,
+    on_sample: SamplingFnT | None = None,
     tail: Tail,
     warden: Warden | None,
 ) -> AsyncIterator[Client]:
     """Open `link`'s transport, handshake and list tools, all within the connect timeout (cut
     short the moment the process exits or the server closes the stream); yield the client.
+
+    With `on_elicit` the client declares elicitation (form and URL) and the server's questions,
+    `elicitation/create` requests and 2026-07-28 `input_required` elicitations alike, go to it.
+    `on_sample` answers `sampling/createMessage` without declaring sampling (see below).
 
     Raises (whatever ended the connection, including what the body raised):
         PermanentError: retrying cannot help (command not found, 401/403, invalid URL).
@@ -498,9 +509,17 @@ async def connect(
                         mode=mode,
                         cache=None,
                         message_handler=on_message,
+                        elicitation_callback=on_elicit,
                         client_info=mcp_types.Implementation(name="jackfield", version=__version__),
                     )
                     link.client = await stack.enter_async_context(client)
+                    if on_sample is not None:
+                        # The SDK declares sampling whenever a sampling_callback is given (its
+                        # `_build_capabilities` compares against the default callback), and
+                        # jackfield offers none: the handshake is done with the default, then
+                        # the callback that refuses in words (and counts) takes its place, for
+                        # the server that asks anyway.
+                        link.client.session._sampling_callback = on_sample  # noqa: SLF001
                     await link.list_tools()
                 link.deadline = None
                 link.phase = "serving"

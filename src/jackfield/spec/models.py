@@ -8,6 +8,7 @@ YAML keys are camelCase (`allowInterruptions`); Python attributes are snake_case
 from __future__ import annotations
 
 import re
+from fnmatch import fnmatchcase
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
@@ -142,6 +143,63 @@ class DispatchSpec(_Model):
         return self
 
 
+class VoiceSpec(_Model):
+    """How a tool call sounds while it runs: the filler, then progress lines (docs/voice.md)."""
+
+    filler: str | None = Field(
+        None,
+        description='Said once a call runs past fillerAfter; "" for none. Agent default:'
+        ' "One moment."',
+    )
+    filler_after: float | None = Field(
+        None, ge=0, le=60, description="Seconds a call runs before the filler (agent default 1.5)."
+    )
+    progress_every: float | None = Field(
+        None,
+        gt=0,
+        le=600,
+        description="At most one progress line per this many seconds (agent default 5).",
+    )
+    progress: Literal["speak", "silent"] | None = Field(
+        None,
+        description="speak: progress notices of the server become spoken lines (agent"
+        " default); silent: they are counted only.",
+    )
+    answer_timeout: float | None = Field(
+        None,
+        gt=0,
+        le=300,
+        description="Seconds the caller has to answer a confirmation or a server's question"
+        " (agent default 15); silence past it cancels.",
+    )
+
+
+class AgentVoiceSpec(VoiceSpec):
+    """The agent's defaults for how tool calls sound; each server may set its own."""
+
+    filler: str | None = Field("One moment.", description='Said once a call runs past'
+                               ' fillerAfter; "" for none.')  # fmt: skip
+    filler_after: float | None = Field(1.5, ge=0, le=60, description="Seconds before the filler.")
+    progress_every: float | None = Field(
+        5.0, gt=0, le=600, description="At most one progress line per this many seconds."
+    )
+    progress: Literal["speak", "silent"] | None = Field(
+        "speak", description="speak: progress notices become spoken lines; silent: counted only."
+    )
+    answer_timeout: float | None = Field(
+        15.0,
+        gt=0,
+        le=300,
+        description="Seconds the caller has to answer a confirmation or a server's question.",
+    )
+
+
+Confirm = Literal["never", "destructive", "always"]
+"""never: call on the LLM's word. destructive: ask first when the tool's annotations say
+destructiveHint: true (an untrusted hint the config overrides). always: ask before every call."""
+Cancel = Literal["onInterrupt", "never"]
+
+
 class AgentSpec(_Model):
     """The voice agent: what it is told, how it speaks, which servers' tools it gets."""
 
@@ -162,6 +220,16 @@ class AgentSpec(_Model):
     )
     dispatch: DispatchSpec = Field(
         default_factory=DispatchSpec, description="How LiveKit sends the agent to rooms."
+    )
+    voice: AgentVoiceSpec = Field(
+        default_factory=AgentVoiceSpec,
+        description="Defaults for how tool calls sound (filler, progress, answer timeout);"
+        " a server's own voice settings win.",
+    )
+    confirm: Confirm = Field(
+        "destructive",
+        description="Default for servers that set none: ask the caller before a call (never,"
+        " destructive, always).",
     )
 
     @model_validator(mode="after")
@@ -211,10 +279,21 @@ class CallLimits(_Model):
 
 
 class ToolOverride(CallLimits):
-    """Per-tool settings, keyed by the server's own tool name."""
+    """Per-tool settings, keyed by the server's own tool name or a glob on it."""
 
     cacheable: bool = Field(
         False, description="Results may be cached (the tool has no side effects)."
+    )
+    confirm: Confirm | None = Field(
+        None,
+        description="Ask the caller first: never, destructive, always (the server's wins"
+        " when unset).",
+    )
+    cancel: Cancel | None = Field(
+        None,
+        description="onInterrupt: the caller talking over the call cancels it upstream;"
+        " never: it runs to the end. Default: onInterrupt for tools annotated readOnlyHint,"
+        " never for the others.",
     )
 
 
@@ -232,8 +311,17 @@ class ToolsSpec(_Model):
         description='Prepended to every tool name; default "<metadata.name>_", "" for none.',
     )
     overrides: dict[str, ToolOverride] = Field(
-        default_factory=dict, description="Per-tool limits and caching, by upstream tool name."
+        default_factory=dict,
+        description="Per-tool limits, caching, confirmation and cancelling, by upstream tool"
+        " name or glob: an exact name wins, else the first glob that matches.",
     )
+
+    def override(self, tool: str) -> ToolOverride | None:
+        """The override of one upstream tool: its exact key, else the first matching glob."""
+        exact = self.overrides.get(tool)
+        if exact is not None:
+            return exact
+        return next((o for glob, o in self.overrides.items() if fnmatchcase(tool, glob)), None)
 
 
 class TimeoutsSpec(_Model):
@@ -293,6 +381,16 @@ class MCPServerSpec(_Model):
     )
     timeouts: TimeoutsSpec = Field(default_factory=TimeoutsSpec, description="Deadlines.")
     limits: LimitsSpec = Field(default_factory=LimitsSpec, description="Output and call bounds.")
+    voice: VoiceSpec = Field(
+        default_factory=VoiceSpec,
+        description="How this server's calls sound (filler, progress); unset fields come from"
+        " the agent.",
+    )
+    confirm: Confirm | None = Field(
+        None,
+        description="Ask the caller before a call: never, destructive, always; default"
+        " the agent's confirm. tools.overrides may set it per tool.",
+    )
     audit: Literal["metadata", "full"] = Field(
         "metadata",
         description="metadata: audit rows hold a hash of the arguments; full: the arguments and"
