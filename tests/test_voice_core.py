@@ -16,7 +16,9 @@ from jackfield.core.voice import (
     confirmation_question,
     next_line,
     progress_line,
+    refuses,
     speakable_result,
+    spoken_form,
     tool_voice,
     voice_form_problem,
 )
@@ -245,6 +247,30 @@ def test_voice_fields_are_checked_against_the_form_and_coerced_where_plain() -> 
     assert problems == ["age: 200 does not fit", "color: green does not fit",
                         'tags: ["z"] does not fit', "name is missing"]  # fmt: skip
     assert checked_fields(FORM, {"name": "A"})[1] == ["name: A does not fit"]
+
+
+@pytest.mark.parametrize(
+    ("said", "refused"),
+    [
+        ("no thanks", True), ("never mind", True), ("cancel that", True), ("skip it", True),
+        ("I do not want the newsletter", False), ("Ada Lovelace", False), ("", False),
+        ("no, my name is Ada", False),
+    ],
+)  # fmt: skip
+def test_voice_a_plain_refusal_declines_a_form_and_an_answer_with_a_no_in_it_does_not(
+    said: str, refused: bool
+) -> None:
+    assert refuses(said) is refused
+
+
+def test_voice_a_form_message_that_only_introduces_its_fields_names_them() -> None:
+    form = {"properties": {"name": {"description": "Your full name"}, "age": {"title": "Age"},
+                           "x": {}, "y": {}}, "required": ["name"]}  # fmt: skip
+    assert spoken_form("Please provide:", form) == "Please provide: Your full name."
+    assert spoken_form("Please provide:", {**form, "required": []}) == (
+        "Please provide: Your full name; Age; x."
+    )
+    assert spoken_form("  What is   your name? ", form) == "What is your name?"
 
 
 # --- results in words -------------------------------------------------------------------------

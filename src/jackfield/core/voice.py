@@ -184,6 +184,8 @@ _NO = {
 }  # fmt: skip
 _NO_PHRASES = ("do not", "hold on", "never mind", "nevermind")
 _MAX_ARGUMENTS_SPOKEN = 3
+_MAX_NAMED = 3
+"""Fields of a form, images or links named in one spoken line."""
 _MAX_VALUE_CHARS = 40
 
 
@@ -306,9 +308,42 @@ def checked_fields(
     return out, problems
 
 
-# --- results ------------------------------------------------------------------------------------
+_REFUSING = {"no", "nope", "nah", "cancel", "stop", "never", "nevermind", "skip", "decline",
+             "don't", "dont", "forget"}  # fmt: skip
+_ALSO_IN_A_REFUSAL = {"thanks", "thank", "you", "it", "that", "please", "i", "mind", "just",
+                      "rather", "not", "want", "to", "won't", "the", "this"}  # fmt: skip
 
-_MAX_NAMED = 3
+
+def refuses(text: str) -> bool:
+    """A plain refusal ("no thanks", "never mind", "cancel that"), not an answer with a no in
+    it ("I do not want the newsletter")."""
+    words = re.findall(r"[a-z']+", text.lower())
+    return bool(words) and bool(set(words) & _REFUSING) and all(
+        w in _REFUSING or w in _ALSO_IN_A_REFUSAL for w in words)  # fmt: skip
+
+
+def spoken_form(message: str, schema: Mapping[str, Any]) -> str:
+    """The server's message, with the fields named when it only introduces them."""
+    text = " ".join(message.split())
+    if not text.endswith(":"):
+        return text
+    properties: Mapping[str, Any] = schema.get("properties") or {}
+    required = [str(r) for r in schema.get("required") or () if r in properties]
+    names = required or list(properties)
+    labels = [_field_label(str(n), properties[n]) for n in names[:_MAX_NAMED]]
+    return f"{text} {'; '.join(labels)}."
+
+
+def _field_label(name: str, field: Any) -> str:
+    if isinstance(field, Mapping):
+        for key in ("description", "title"):
+            value = field.get(key)
+            if isinstance(value, str) and value.strip():
+                return " ".join(value.split())
+    return name
+
+
+# --- results ------------------------------------------------------------------------------------
 
 
 def _plural(count: int, one: str) -> str:

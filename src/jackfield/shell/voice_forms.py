@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -27,7 +26,7 @@ import mcp_types
 from livekit.agents import llm
 from livekit.agents.llm import function_tool
 
-from jackfield.core.voice import checked_fields, voice_form_problem
+from jackfield.core.voice import checked_fields, refuses, spoken_form, voice_form_problem
 from jackfield.shell.caller import Caller
 from jackfield.spec.models import AgentVoiceSpec
 
@@ -43,44 +42,9 @@ NO_LINKS = "That needs a web page, and I can't open links on a phone call, so I'
 NO_FORM = "That needs a form I can't fill in by voice ({problem}), so I'll skip it."
 NO_FILLER = "I can't take answers for forms right now, so I'll skip it."
 ASK_AGAIN = "Sorry, {problem}. "
-MAX_FIELDS_NAMED = 3
 
 FillForm = Callable[[str, Mapping[str, Any], str], Awaitable[dict[str, Any]]]
 """(the server's message, the form's schema, what the caller said) -> the fields the model read."""
-
-_REFUSING = {"no", "nope", "nah", "cancel", "stop", "never", "nevermind", "skip", "decline",
-             "don't", "dont", "forget"}  # fmt: skip
-_ALSO_IN_A_REFUSAL = {"thanks", "thank", "you", "it", "that", "please", "i", "mind", "just",
-                      "rather", "not", "want", "to", "won't", "the", "this"}  # fmt: skip
-
-
-def refuses(text: str) -> bool:
-    """A plain refusal ("no thanks", "never mind", "cancel that"), not an answer with a no in
-    it ("I do not want the newsletter")."""
-    words = re.findall(r"[a-z']+", text.lower())
-    return bool(words) and bool(set(words) & _REFUSING) and all(
-        w in _REFUSING or w in _ALSO_IN_A_REFUSAL for w in words)  # fmt: skip
-
-
-def spoken_form(message: str, schema: Mapping[str, Any]) -> str:
-    """The server's message, with the fields named when it only introduces them."""
-    text = " ".join(message.split())
-    if not text.endswith(":"):
-        return text
-    properties: Mapping[str, Any] = schema.get("properties") or {}
-    required = [str(r) for r in schema.get("required") or () if r in properties]
-    names = required or list(properties)
-    labels = [_label(str(n), properties[n]) for n in names[:MAX_FIELDS_NAMED]]
-    return f"{text} {'; '.join(labels)}."
-
-
-def _label(name: str, field: Any) -> str:
-    if isinstance(field, Mapping):
-        for key in ("description", "title"):
-            value = field.get(key)
-            if isinstance(value, str) and value.strip():
-                return " ".join(value.split())
-    return name
 
 
 class VoiceForms:
