@@ -42,7 +42,7 @@ from bench.common import (
 )
 from jackfield.reconciler import PassResult
 from jackfield.settings import Settings
-from jackfield.shell.agent import LiveAgent, live_agent
+from jackfield.shell.live_agent import LiveAgent, live_agent
 from jackfield.shell.watcher import ConfigWatcher
 
 NAME = "config change"

@@ -102,7 +102,7 @@ async def job_child(url: str, token: str) -> dict[str, float]:
     from livekit.agents import AgentSession
     from tests.support.agent import ScriptedLLM
 
-    from jackfield.shell.agent import live_agent
+    from jackfield.shell.live_agent import live_agent
 
     out = {"imports": await settled_rss()}
     async with contextlib.AsyncExitStack() as exits:

@@ -36,7 +36,7 @@ from bench.common import (
     ratio,
     write,
 )
-from jackfield.shell.agent import live_agent
+from jackfield.shell.live_agent import live_agent
 
 NAME = "session start"
 SIZES = (1, 10, 50)

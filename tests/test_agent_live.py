@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from livekit.agents import AgentSession
 
-from jackfield.shell.agent import LiveAgent, live_agent
+from jackfield.shell.live_agent import LiveAgent, live_agent
 from tests.support.agent import ScriptedLLM
 from tests.support.controller import until
 from tests.support.live import TOKEN, Stack, echo_server, echo_stack

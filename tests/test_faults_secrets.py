@@ -40,6 +40,8 @@ PEM = (
     "-----END PRIVATE KEY-----"
 )
 BODY = PEM.splitlines()[1:-1]
+HIDDEN = "tk-hidden Ωq/8e+1b=7d'34"
+"""A second secret, used only as a hidden argument's value (issue #16)."""
 
 
 def b64(data: bytes, urlsafe: bool = False) -> str:
@@ -51,30 +53,31 @@ def in_payload(before: int) -> str:
     return b64(b"{" * before + b'{"token": "' + SECRET.encode() + b'"}')
 
 
-def forms() -> dict[str, str]:
-    """Each form a reader could recover the secret from, by name."""
+def forms(secret: str = SECRET) -> dict[str, str]:
+    """Each form a reader could recover the secret (and the PEM key) from, by name."""
     found = {
-        "raw": SECRET,
-        "percent": quote(SECRET, safe=""),
-        "percent, slash kept": quote(SECRET),
-        "percent, lower-case": quote(SECRET, safe="").lower(),
-        "form-encoded": quote_plus(SECRET),
-        "httpx query": quote(SECRET, safe="".join(chr(i) for i in range(0x21, 0x7F) if i != 0x22)),
-        "JSON-escaped": json.dumps(SECRET)[1:-1],
-        "JSON-escaped, Unicode kept": json.dumps(SECRET, ensure_ascii=False)[1:-1],
-        "base64": b64(SECRET.encode()),
-        "base64 URL-safe": b64(SECRET.encode(), urlsafe=True).rstrip("="),
+        "raw": secret,
+        "percent": quote(secret, safe=""),
+        "percent, slash kept": quote(secret),
+        "percent, lower-case": quote(secret, safe="").lower(),
+        "form-encoded": quote_plus(secret),
+        "httpx query": quote(secret, safe="".join(chr(i) for i in range(0x21, 0x7F) if i != 0x22)),
+        "JSON-escaped": json.dumps(secret)[1:-1],
+        "JSON-escaped, Unicode kept": json.dumps(secret, ensure_ascii=False)[1:-1],
+        "base64": b64(secret.encode()),
+        "base64 URL-safe": b64(secret.encode(), urlsafe=True).rstrip("="),
         "PEM": PEM,
         **{f"PEM line {i}": line for i, line in enumerate(BODY)},
     }
     for before in range(3):
         # the characters made of the secret's bits alone, whatever its neighbours
-        found[f"base64 at alignment {before}"] = b64(b"\0" * before + SECRET.encode())[4:-4]
+        found[f"base64 at alignment {before}"] = b64(b"\0" * before + secret.encode())[4:-4]
     return found
 
 
-def leaks(text: str) -> list[str]:
-    return [name for name, form in forms().items() if form in text]
+def leaks(text: str, secrets: tuple[str, ...] = (SECRET,)) -> list[str]:
+    return [f"{name} of {s[:2]}" if s != SECRET else name
+            for s in secrets for name, form in forms(s).items() if form in text]  # fmt: skip
 
 
 def strings(value: Any) -> Iterator[str]:
@@ -90,9 +93,9 @@ def strings(value: Any) -> Iterator[str]:
             yield from strings(v)
 
 
-def json_leaks(body: str) -> list[str]:
-    return leaks(body) + [
-        f"{name} (decoded)" for s in strings(json.loads(body)) for name in leaks(s)
+def json_leaks(body: str, secrets: tuple[str, ...] = (SECRET,)) -> list[str]:
+    return leaks(body, secrets) + [
+        f"{name} (decoded)" for s in strings(json.loads(body)) for name in leaks(s, secrets)
     ]
 
 
@@ -229,6 +232,99 @@ async def test_a_secret_in_every_form_reaches_no_status_log_line_or_row(tmp_path
         assert MASK in arguments and MASK in result
         assert len(arguments) < 8192 + 100 and len(result) < 8192 + 100
     assert any(a.endswith("more characters cut]") for a, _ in echoes), "the big one is cut"
+
+
+def caller_yaml(name: str, script: Path, extra: str) -> str:
+    """The leaky server as an identity-scoped `scope: session` server: the secret comes from
+    the session's caller context (an attribute), not from the environment."""
+    return (
+        f"apiVersion: jackfield/v1\nkind: MCPServer\nmetadata: {{name: {name}}}\n"
+        f"spec:\n  command: {sys.executable}\n  scope: session\n"
+        f"  args: ['{script}', serve, --name, '${{caller.attributes.token:-x}}', --tools, echo]\n"
+        f"  cwd: {REPO}\n  timeouts: {{connect: 30}}\n"
+        "  env: {LEAK: '${caller.attributes.token}', PEM: '${caller.attributes.pem}'}\n"
+        f"{extra}"
+    )
+
+
+async def test_a_secret_from_the_caller_context_reaches_no_status_log_line_or_row(
+    tmp_path: Path,
+) -> None:
+    """Issue #16: values expanded from a session's caller context into a connection (env,
+    args, url) or a hidden argument are secrets in every form; the audit row keeps the caller's
+    identity and room, and nothing else of the context."""
+    from jackfield.core.caller_context import CONTEXT_HEADER, CallerContext
+
+    script = tmp_path / "leaky.py"
+    script.write_text(LEAKY)
+    caller = CallerContext(
+        identity="alice-0042", name="Alice", room="support-room",
+        attributes={"token": SECRET, "pem": PEM, "key": HIDDEN},
+    )  # fmt: skip
+    async with serving("http") as (url, _):
+        servers = {
+            "scoped": caller_yaml("scoped", script, "  audit: full\n"),
+            "hidden": (
+                "apiVersion: jackfield/v1\nkind: MCPServer\nmetadata: {name: hidden}\n"
+                f"spec:\n  command: {sys.executable}\n  args: [-m, tests.servers.echo]\n"
+                f"  cwd: {REPO}\n  audit: full\n"
+                "  tools: {arguments: {echo: {text: 'token ${caller.attributes.key}'}}}\n"
+            ),
+            "remote": (
+                "apiVersion: jackfield/v1\nkind: MCPServer\nmetadata: {name: remote}\n"
+                f"spec:\n  transport: http\n  scope: session\n"
+                f"  url: '{url}?key=${{caller.attributes.token:-none}}'\n"
+            ),
+        }
+        config = plain_config(tmp_path / "config", servers)
+        env = {"JACKFIELD_LOG_LEVEL": "DEBUG"}
+        headers = {CONTEXT_HEADER: caller.to_header(), "x-jackfield-session": "job-leak"}
+        with jackfield_run(tmp_path / "run", config, env=env) as jackfield:
+            await asyncio.to_thread(jackfield.wait_ready)
+            await asyncio.to_thread(jackfield.servers_ready, "scoped", "hidden", "remote")
+            async with hub_client(jackfield.hub_url, headers=headers) as client:
+                scoped = await client.call_tool("scoped_echo", {"text": "from the scoped one"})
+                hidden = await client.call_tool("hidden_echo", {"text": "the LLM's own"})
+                remote = await client.call_tool("remote_echo", {"text": "over http"})
+            assert not scoped.is_error and not remote.is_error, (scoped, remote)
+            assert hidden.content[0].type == "text"
+            assert hidden.content[0].text == f"token {HIDDEN}", "the hidden argument was sent"
+            db = jackfield.workdir / "state.db"
+            await asyncio.to_thread(
+                poll, lambda: all(audit_rows(db, n) for n in ("scoped", "hidden", "remote")),
+                what="audit rows of the three calls",
+            )  # fmt: skip
+            responses = {
+                path: jackfield.get(path)[1].decode()
+                for path in ("/status", "/status/servers/scoped", "/status/servers/hidden",
+                             "/status/servers/remote", "/metrics")
+            }  # fmt: skip
+            dashboard = jackfield.get("/")[1].decode()
+            assert jackfield.stop() == 0
+
+    records = jackfield.log_records()
+    run = tmp_path / "run"
+    both = (SECRET, HIDDEN)
+    found = {
+        **{path: json_leaks(body, both) for path, body in responses.items() if path != "/metrics"},
+        "/metrics": leaks(responses["/metrics"], both),
+        "dashboard": leaks(dashboard, both),
+        "log file": leaks((run / "jackfield.log").read_text(), both),
+        "log records": [name for r in records for s in strings(r) for name in leaks(s, both)],
+        "database": leaks(database_text(run / "state.db"), both),
+    }
+    assert {where: forms for where, forms in found.items() if forms} == {}
+    requests = [r["msg"] for r in records if r["msg"].startswith("HTTP Request: POST")]
+    assert any(f"?key={MASK}" in m for m in requests), requests[:3]
+    with sqlite3.connect(run / "state.db") as stored_db:
+        rows = list(stored_db.execute("SELECT server, caller, room, arguments FROM tool_calls"))
+    assert {(server, who, room) for server, who, room, _ in rows} == {
+        (n, "alice-0042", "support-room") for n in ("scoped", "hidden", "remote")
+    }, "the audit keeps who called, from which room"
+    hidden_arguments = next(a for server, _, _, a in rows if server == "hidden")
+    assert f"token {MASK}" in hidden_arguments
+    stored = database_text(run / "state.db")
+    assert "Alice" not in stored.replace("alice-0042", ""), "the caller's name is not kept"
 
 
 def test_jackfield_test_shows_a_server_named_after_a_secret_masked(tmp_path: Path) -> None:

@@ -9,18 +9,19 @@ import json
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import aiohttp
 import mcp_types
 import pytest
 from mcp import Client
-from mcp.client.session import IncomingMessage, MessageHandlerFnT
+from mcp.client.session import MessageHandlerFnT
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 
 from jackfield.shell.hub import PROMPT_NAME, SESSION_HEADER
+from tests.support.clients import Heard, text
 from tests.support.controller import until
 from tests.support.live import TOKEN, Stack, echo_server, echo_stack, live_stack
 
@@ -78,37 +79,12 @@ async def hub_client(
         yield client
 
 
-def text(result: mcp_types.CallToolResult) -> str:
-    return "\n".join(c.text for c in result.content if isinstance(c, mcp_types.TextContent))
-
-
 def process_gone(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return True
     return False
-
-
-class Heard:
-    """What a handshake-era client's message handler received, awaitable."""
-
-    def __init__(self) -> None:
-        self.messages: list[Any] = []
-        self.arrived = asyncio.Event()
-
-    async def __call__(self, message: IncomingMessage) -> None:
-        self.messages.append(message)
-        self.arrived.set()
-
-    async def wait_for(self, kind: type[Any], timeout: float = 10.0) -> None:
-        async with asyncio.timeout(timeout):
-            while not any(isinstance(m, kind) for m in self.messages):
-                self.arrived.clear()
-                await self.arrived.wait()
-
-    def count(self, kind: type[Any]) -> int:
-        return sum(isinstance(m, kind) for m in self.messages)
 
 
 @pytest.fixture

@@ -14,9 +14,9 @@ import httpx2
 import pytest
 
 from jackfield.core.agent_view import EVENTS_PATH, SESSION_HEADER
-from jackfield.shell.agent import NO_HUB_INSTRUCTIONS
 from jackfield.shell.hub import ToolHub
 from jackfield.shell.hub_link import UNREACHABLE
+from jackfield.shell.live_agent import NO_HUB_INSTRUCTIONS
 from jackfield.shell.redaction import register_secrets
 from jackfield.shell.servers import CallEvent
 from jackfield.shell.text_link import ConsoleEnd

@@ -15,7 +15,7 @@ from livekit.agents import AgentSession
 from livekit.agents.voice.run_result import ChatMessageEvent, RunResult
 from livekit.plugins import openai
 
-from jackfield.shell.agent import live_agent
+from jackfield.shell.live_agent import live_agent
 from tests.support.live import TOKEN, Stack, echo_server, live_stack
 from tests.support.openai_stub import OpenAIStub
 from tests.support.servers import npx as find_npx

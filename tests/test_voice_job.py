@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from livekit.agents import AgentSession, llm
 
-from jackfield.shell.agent import live_agent
+from jackfield.shell.live_agent import live_agent
 from jackfield.shell.text_link import ConsoleEnd
 from jackfield.shell.voice_calls import INTERRUPTED, NOT_CONFIRMED
 from jackfield.shell.voice_forms import FILL_TOOL, NO_LINKS

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import secrets
 import signal
@@ -27,7 +26,6 @@ from typing import Any
 
 from jackfield.core.desired import Snapshot
 from jackfield.core.lifecycle import DEFAULT_TIMING, Timing
-from jackfield.core.limits import arguments_hash
 from jackfield.core.status import AgentStatus, Status, utcnow
 from jackfield.reconciler import PassResult, PassStore, Reconciler
 from jackfield.settings import Settings, agent_reason, environment
@@ -35,10 +33,9 @@ from jackfield.shell.http import StatusServer
 from jackfield.shell.hub import ToolHub
 from jackfield.shell.logs import configure_logging
 from jackfield.shell.metrics import Metrics
-from jackfield.shell.persistence import Persistence, database_password
+from jackfield.shell.persistence import Persistence, call_record, database_password
 from jackfield.shell.redaction import register_secrets
 from jackfield.shell.servers import CallEvent, ServerManager
-from jackfield.shell.store import AuditRecord
 from jackfield.shell.text_link import TextLinkAddress
 from jackfield.shell.watcher import ConfigWatcher
 from jackfield.shell.worker import Worker, WorkerOptions
@@ -120,6 +117,7 @@ def build(
         allow_empty=settings.allow_empty, resync_interval=settings.resync_interval,
         parse_budget=settings.parse_budget,
     )  # fmt: skip
+    manager.env = reconciler.env  # hidden arguments and identity-scoped sessions expand alike
     reconciler.listeners.append(hub.set_snapshot)
     watcher = None
     if watch:
@@ -275,24 +273,7 @@ class App:
         if event.outcome.startswith("rejected:"):
             self.metrics.rejected(event.server, event.outcome.split(":", 1)[1])
         spec = self.manager.specs().get(event.server)
-        full = spec is not None and spec.audit == "full"
-        self.persistence.audit(
-            AuditRecord(
-                at=utcnow(),
-                agent_session=event.session if (event.session or "").startswith("job-") else None,
-                hub_session=event.session,
-                server=event.server,
-                tool=event.tool,
-                duration_ms=event.seconds * 1000,
-                outcome=event.outcome,
-                bytes_in=event.bytes_in,
-                bytes_out=event.bytes_out,
-                arguments_hash=arguments_hash(event.arguments),
-                arguments=_redacted_json(event.arguments, event.secrets) if full else None,
-                result=_redacted_text(event.result_text) if full else None,
-                confirmation=_confirmation(event.confirmation, full=full),
-            )
-        )
+        self.persistence.audit(call_record(event, full=spec is not None and spec.audit == "full"))
 
     async def _publish_sessions(self) -> None:
         """Gauges sampled every second, and the reconciler's timer resyncs into their counter
@@ -397,30 +378,3 @@ class App:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.hub.drain(), timeout=max(0.0, deadline - loop.time()))
         await self.hub.stop()
-
-
-def _confirmation(asked: Mapping[str, str] | None, *, full: bool) -> str | None:
-    """The audit row's record of a confirmation: the question and the answer. At `audit: full`
-    the question as it was asked, masked like a result; below, the question without its
-    arguments (they are not kept at that level)."""
-    if asked is None:
-        return None
-    question = _redacted_text(asked.get("question")) if full else asked.get("asked")
-    record = {"question": question, "answer": asked.get("answer")}
-    return json.dumps({k: v for k, v in record.items() if v})
-
-
-def _redacted_text(text: str | None) -> str | None:
-    """A result for `audit: full`: every registered secret masked in every form (a server may
-    echo another's), cut at AUDIT_MAX_CHARS."""
-    from jackfield.shell import redaction
-
-    return None if text is None else redaction.audit_result(text)
-
-
-def _redacted_json(arguments: dict[str, Any], secrets: frozenset[str]) -> str:
-    """Arguments for `audit: full`: the server's and every registered secret masked in every
-    form, cut at AUDIT_MAX_CHARS."""
-    from jackfield.shell import redaction
-
-    return redaction.audit_arguments(arguments, secrets)

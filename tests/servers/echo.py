@@ -314,6 +314,14 @@ def build_http_app(state: EchoServer, args: argparse.Namespace) -> ASGIApp:
     return app
 
 
+def serve_mcp(mcp: MCPServer, transport: str, host: str, port: int) -> None:
+    """Run a small test server: over stdio, or streamable HTTP on `host:port` (announced)."""
+    if transport == "stdio":
+        anyio.run(mcp.run_stdio_async)
+    else:
+        anyio.run(serve_announced, mcp.streamable_http_app(host=host), bind_socket(host, port))
+
+
 async def serve_announced(
     app: ASGIApp, sock: socket.socket, *beside: Callable[[], Coroutine[Any, Any, None]]
 ) -> None:

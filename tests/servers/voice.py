@@ -80,7 +80,7 @@ from mcp.shared.message import ServerMessageMetadata
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, Field
 
-from tests.servers.echo import bind_socket, serve_announced
+from tests.servers.echo import serve_mcp
 
 PNG_1X1 = (
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9"
@@ -278,18 +278,9 @@ def _sampled_text(result: Any) -> str:
     return str(getattr(content, "text", content))
 
 
-async def serve_http(mcp: MCPServer, args: argparse.Namespace) -> None:
-    await serve_announced(mcp.streamable_http_app(host=args.host),
-                          bind_socket(args.host, args.port))  # fmt: skip
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    mcp = build_server(args)
-    if args.transport == "stdio":
-        anyio.run(mcp.run_stdio_async)
-    else:
-        anyio.run(serve_http, mcp, args)
+    serve_mcp(build_server(args), args.transport, args.host, args.port)
 
 
 if __name__ == "__main__":

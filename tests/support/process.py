@@ -338,13 +338,16 @@ class ConfigMapVolume:
 
 
 @contextlib.asynccontextmanager
-async def hub_client(hub_url: str, *, hub_may_stop: bool = False) -> AsyncIterator[Client]:
-    """An MCP client of jackfield's tool hub (handshake-era protocol, as livekit-agents uses).
+async def hub_client(
+    hub_url: str, *, hub_may_stop: bool = False, headers: Mapping[str, str] | None = None
+) -> AsyncIterator[Client]:
+    """An MCP client of jackfield's tool hub (handshake-era protocol, as livekit-agents uses),
+    sending `headers` too (a job's session and caller context).
 
     With `hub_may_stop`, a connection error while *closing* (the session DELETE to a hub that
     has shut down) is ignored; errors while the body runs always propagate.
     """
-    headers = {"Authorization": f"Bearer {HUB_TOKEN}"}
+    headers = {"Authorization": f"Bearer {HUB_TOKEN}", **(headers or {})}
     body_done = False
     try:
         async with (

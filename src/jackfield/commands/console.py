@@ -11,6 +11,12 @@ pipeline chat model (for a realtime agent, its fallback's, else gpt-4o-mini), no
 Needs OPENAI_API_KEY (exit 2 without it); OPENAI_BASE_URL points it at any OpenAI-compatible
 server. Reads lines until end of input or `/quit`. When the agent asks something (to confirm a
 call, or a server's question), the next line is the answer.
+
+`--identity ID` (with `--name`, `--attribute KEY=VALUE`, `--metadata TEXT`) plays a LiveKit
+participant: the session's caller context (`${caller.identity}`, `${caller.attributes.KEY}`,
+`${job.metadata}`; docs/config.md) is that participant's, so identity-scoped servers, hidden
+arguments and `access` rules apply as they would to that caller. Without it, the caller is
+LiveKit's console stand-in (identity `mock_user`, no attributes).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import secrets
 import sys
 import threading
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
 from jackfield.commands._common import ConfigInvalid, add_dir_argument, config_dir, load, shown_path
@@ -64,10 +71,36 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--hub-token", default=None, help="that hub's token (default: JACKFIELD_HUB_TOKEN)"
     )
     parser.add_argument(
+        "--identity", default=None, help="play a LiveKit participant with this identity"
+    )
+    parser.add_argument("--name", default=None, help="that participant's name")
+    parser.add_argument(
+        "--attribute", action="append", default=[], type=_attribute, metavar="KEY=VALUE",
+        help="one of that participant's attributes (repeatable)",
+    )  # fmt: skip
+    parser.add_argument("--metadata", default=None, help="the job's dispatch metadata to play")
+    parser.add_argument(
         "--log-level", default="WARNING", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
         help="log level on stderr (default WARNING)",
     )  # fmt: skip
     parser.set_defaults(func=run)
+
+
+def _attribute(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+@dataclass(frozen=True)
+class Participant:
+    """The participant the console plays (`--identity` and the rest)."""
+
+    identity: str
+    name: str | None = None
+    attributes: dict[str, str] = field(default_factory=dict)
+    metadata: str | None = None
 
 
 def text_model(spec: AgentSpec) -> str:
@@ -92,6 +125,13 @@ def run(args: argparse.Namespace) -> int:
             for error in e.errors:
                 print(shown_path(root, error), file=sys.stderr)
             return 1
+    if args.identity is None and (args.name or args.attribute or args.metadata is not None):
+        print("jackfield console: --name, --attribute and --metadata need --identity",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    participant = None
+    if args.identity is not None:
+        participant = Participant(args.identity, args.name, dict(args.attribute), args.metadata)
     token = args.hub_token or (settings.hub_token.get_secret_value() if settings.hub_token else "")
     if args.hub_url is not None and not token:
         print("jackfield console --hub-url needs the hub's token: --hub-token or"
@@ -101,7 +141,8 @@ def run(args: argparse.Namespace) -> int:
 
     configure_logging(args.log_level, "text")
     console = Console(settings, spec, model=args.model, out=sys.stdout,
-                      hub=(args.hub_url, token) if args.hub_url else None)  # fmt: skip
+                      hub=(args.hub_url, token) if args.hub_url else None,
+                      participant=participant)  # fmt: skip
     try:
         return asyncio.run(console.chat(sys.stdin))
     except ConsoleFailed as e:
@@ -122,8 +163,10 @@ class Console:
         model: str | None,
         out: TextIO,
         hub: tuple[str, str] | None = None,
+        participant: Participant | None = None,
     ) -> None:
         self.settings = settings
+        self.participant = participant
         self.spec = spec
         self.model = model
         self.out = out
@@ -203,6 +246,8 @@ class Console:
                 )
                 if spec.greeting:
                     self._show(await end.until("agent", timeout=JOB_START))
+                if self.participant is not None:
+                    await self._join(end, self.participant)
                 await self._converse(end, stdin)
                 await end.aclose()
             finally:
@@ -210,6 +255,17 @@ class Console:
                 running.cancel()
                 await asyncio.gather(running, return_exceptions=True)
         return 0
+
+    async def _join(self, end: ConsoleEnd, p: Participant) -> None:
+        """Play the participant: the job's tools become what the hub serves that caller."""
+        try:
+            caller = await end.join(p.identity, name=p.name, attributes=p.attributes,
+                                    metadata=p.metadata, timeout=JOB_START)  # fmt: skip
+        except (TimeoutError, ConnectionError) as e:
+            raise ConsoleFailed(f"the agent job did not take the caller: {e or 'timed out'}") from e
+        if caller.get("error"):
+            self.say(f"(playing {p.identity}: {caller['error']})")
+        self.say(f"jackfield console: playing {p.identity}, {len(caller['tools'])} tool(s) live.")
 
     async def _converse(self, end: ConsoleEnd, stdin: TextIO) -> None:
         lines = _lines(stdin)

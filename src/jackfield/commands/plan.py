@@ -4,6 +4,8 @@ Compares the files with what the store last applied, the way the controller plan
 and writes nothing but the schema (opening the store migrates it). Exit codes: 0 no changes (or
 changes without --exit-code), 1 invalid config or store unavailable, 2 changes with --exit-code.
 Config warnings are printed first, as `jackfield validate` prints them; they change no exit code.
+A server created or updated that is not the same for every caller (identity-scoped, restricted
+to some callers, hiding arguments) says so under its line (core/plan_render.py).
 """
 
 from __future__ import annotations

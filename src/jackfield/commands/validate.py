@@ -1,6 +1,9 @@
 """`jackfield validate [DIR]`: exit 0 when valid, 1 with one `path:line:col: message` per error.
 
 Warnings (`path:line:col: warning: message`, fields that have no effect) are printed and exit 0.
+Among the errors: `${VAR}`s that are unset, and caller context names (`${caller.identity}`)
+where there is no caller (a shared server's connection, instructions, prompts) or that name
+nothing, each at its `${` (docs/config.md, "Caller context").
 """
 
 from __future__ import annotations

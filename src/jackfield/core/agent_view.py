@@ -8,6 +8,10 @@ only from an applied snapshot.
 Also here: the realtime cool-down, shared by every job of a worker. After repeated realtime
 failures the view tells new jobs to start on the fallback pipeline directly, for a while,
 instead of failing every call first.
+
+A view is per caller too: the servers whose `access` does not admit a session's caller are
+hidden from it (core/caller_context.hidden_servers), so their tools are not its tools and
+their `prompt` is not in its instructions.
 """
 
 from __future__ import annotations
@@ -67,11 +71,13 @@ def agent_view(
     entries: Iterable[Entry] = (),
     *,
     realtime: bool = True,
+    hidden: Collection[str] = (),
 ) -> AgentView:
     """The view of one applied snapshot and catalog state: `ready` names the servers that
-    serve (their `prompt` joins the instructions), `entries` is the whole catalog."""
+    serve (their `prompt` joins the instructions), `entries` is the whole catalog, `hidden`
+    the servers this view's caller may not use (neither their tools nor their prompt)."""
     agent = snapshot.agent.document
-    text = instructions.compose(snapshot, ready)
+    text = instructions.compose(snapshot, [n for n in ready if n not in hidden])
     globs = agent.spec.servers
     return AgentView(
         name=agent.metadata.name,
@@ -81,9 +87,14 @@ def agent_view(
         realtime=realtime,
         tools=tuple(
             sorted(
-                (e for e in entries if instructions.selects(globs, e.server)), key=lambda e: e.name
+                (
+                    e
+                    for e in entries
+                    if e.server not in hidden and instructions.selects(globs, e.server)
+                ),
+                key=lambda e: e.name,
             )
-        ),  # fmt: skip
+        ),
     )
 
 

@@ -10,6 +10,9 @@ One server cannot break or crowd out the others: a tool that failed validation, 
 description or input schema is over its limit (core/limits.py), is withheld, and a server
 offering more tools than the per-server limit keeps its first ones; the server reports each
 withheld tool and why (`Catalog.withheld`). An excluded tool is neither offered nor reported.
+
+A tool's hidden arguments (`tools.arguments`) are not in the input schema its entry offers: the
+config sets them in every call, so the LLM is never asked for them.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from fnmatch import fnmatchcase
 from functools import cached_property
 from typing import Any
 
+from jackfield.core.caller_context import without_hidden
 from jackfield.core.limits import CatalogLimits
 from jackfield.spec.models import ToolsSpec
 
@@ -124,7 +128,8 @@ def server_entries(
     spec: ToolsSpec,
     limits: CatalogLimits = CatalogLimits(),  # noqa: B008 (frozen, so one shared default is safe)
 ) -> list[Entry]:
-    """An entry per selected tool; one that cannot be offered carries why (`withheld`)."""
+    """An entry per selected tool; one that cannot be offered carries why (`withheld`). Its
+    schema lacks the tool's hidden arguments."""
     prefix = default_prefix(server) if spec.prefix is None else spec.prefix
     entries: list[Entry] = []
     offered = 0
@@ -140,13 +145,18 @@ def server_entries(
                 server=server,
                 upstream=t.name,
                 description=t.description,
-                input_schema=t.input_schema,
+                input_schema=_offered_schema(t, spec),
                 annotations=t.annotations,
                 withheld=reason,
                 title=t.title,
             )
         )
     return entries
+
+
+def _offered_schema(tool: UpstreamTool, spec: ToolsSpec) -> Mapping[str, Any]:
+    hidden = spec.arguments_for(tool.name) if spec.arguments else {}
+    return without_hidden(tool.input_schema, hidden.keys()) if hidden else tool.input_schema
 
 
 def _withheld_notes(entries: Sequence[Entry]) -> list[str]:

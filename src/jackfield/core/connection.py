@@ -7,10 +7,10 @@ description, call timeout, output limit) is applied in place.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from jackfield.core.expansion import Secret, expand, references
+from jackfield.core.expansion import Secret, expand, is_context_name, references
 from jackfield.core.redaction import MIN_SECRET_LENGTH, redact
 from jackfield.spec.models import MCPServerSpec
 
@@ -27,7 +27,10 @@ CONNECTION_FIELDS = (
     "timeouts.connect",
 )
 
-__all__ = ["CONNECTION_FIELDS", "Connection", "redact", "resolve"]
+__all__ = [
+    "CONNECTION_FIELDS", "Connection", "connection_context", "context_names", "identity_scoped",
+    "outside_values", "redact", "resolve",
+]  # fmt: skip
 
 MIN_REDACTED_LENGTH = MIN_SECRET_LENGTH
 """Expanded values shorter than this are not redacted from output: it would mangle text."""
@@ -49,26 +52,64 @@ class Connection:
     """Values that came from the environment, to redact from anything shown."""
 
 
-def resolve(spec: MCPServerSpec, env: Mapping[str, str]) -> Connection:
-    """Expand the spec's references against `env`. A disabled server is never connected, so
-    nothing of it is expanded (its variables need not be set).
+def _texts(spec: MCPServerSpec) -> list[str]:
+    """The connection's fields that expand."""
+    return [*spec.args, *spec.env.values(), *spec.headers.values(),
+            *([spec.url] if spec.url is not None else [])]  # fmt: skip
+
+
+def context_names(spec: MCPServerSpec) -> tuple[str, ...]:
+    """The caller context names the connection refers to, in order of appearance."""
+    found = [r.name for t in _texts(spec) for r in references(t) if is_context_name(r.name)]
+    return tuple(dict.fromkeys(found))
+
+
+def identity_scoped(spec: MCPServerSpec) -> bool:
+    """A `scope: session` server whose connection names the caller context: each session's
+    connection is resolved with that session's context (`resolve(..., context)`)."""
+    return spec.scope == "session" and bool(context_names(spec))
+
+
+def connection_context(spec: MCPServerSpec, context: Mapping[str, str]) -> dict[str, str]:
+    """The values of `context` (one session's) that the connection names: a session whose
+    context changed elsewhere (an attribute it does not use) keeps its connection."""
+    return {n: context[n] for n in sorted(context_names(spec)) if n in context}
+
+
+def outside_values(
+    texts: Iterable[str], env: Mapping[str, str], context: Mapping[str, str] | None = None
+) -> frozenset[str]:
+    """The values `texts` take from outside the repo (the environment, a caller's context),
+    long enough to mask: the secrets of what they expand to. A default is written in the
+    repo, so it is no secret."""
+    found: set[str] = set()
+    for text in texts:
+        for ref in references(text):
+            source = (context or {}) if is_context_name(ref.name) else env
+            value = source.get(ref.name) or ""
+            if len(value) >= MIN_REDACTED_LENGTH:
+                found.add(value)
+    return frozenset(found)
+
+
+def resolve(
+    spec: MCPServerSpec, env: Mapping[str, str], context: Mapping[str, str] | None = None
+) -> Connection:
+    """Expand the spec's references against `env`, and its context names against `context`
+    (one session's `CallerContext.values()`; None: no session, each is its default or "").
+    A disabled server is never connected, so nothing of it is expanded (its variables need not
+    be set).
 
     Raises:
-        KeyError: a variable is unset and has no default (the loader reports these first).
+        KeyError: a variable is unset, or a context name has no value in `context`, and it
+            has no default (the loader reports unset variables first).
     """
     if not spec.enabled:
         return Connection(spec.transport, spec.command, (), {}, spec.cwd, None, {},
                           spec.timeouts.connect, frozenset())  # fmt: skip
-    secrets: set[str] = set()
 
     def secret(text: str) -> Secret:
-        value = expand(text, env)
-        # a default is written in the repo, so only what comes from the environment is secret
-        for ref in references(text):
-            got = env.get(ref.name) or ""
-            if len(got) >= MIN_REDACTED_LENGTH:
-                secrets.add(got)
-        return Secret(value)
+        return Secret(expand(text, env, context))
 
     return Connection(
         transport=spec.transport,
@@ -77,7 +118,9 @@ def resolve(spec: MCPServerSpec, env: Mapping[str, str]) -> Connection:
         env={k: secret(v) for k, v in spec.env.items()},
         cwd=spec.cwd,
         url=secret(spec.url) if spec.url is not None else None,
-        headers={k: secret(v) for k, v in spec.headers.items()},
+        # a field value has no outer whitespace (RFC 9110 5.5): `Bearer ${caller.identity}`
+        # without a caller is `Bearer`, which HTTP clients send, rather than refuse
+        headers={k: Secret(secret(v).reveal().strip()) for k, v in spec.headers.items()},
         connect_timeout=spec.timeouts.connect,
-        secrets=frozenset(secrets),
+        secrets=outside_values(_texts(spec), env, context),
     )

@@ -1,5 +1,10 @@
 """`${VAR}` and `${VAR:-default}` expansion, as in docker compose; `$${` is a literal `${`.
 
+A dotted name (`${caller.identity}`, `${caller.attributes.tenant}`) is a name of the session's
+caller context (core/caller_context.py), never an environment variable: no shell variable has a
+dot. It expands from the context of the session the value is for; with no session (the
+connection a `scope: session` server's catalog is read over) it expands to its default, or "".
+
 Expanded values are secrets: they are wrapped in `Secret` so that printing, logging or
 serialising them shows a mask. Only `reveal()` gives the value, and only the connection code
 calls it.
@@ -13,7 +18,7 @@ from dataclasses import dataclass
 
 _TOKEN = re.compile(
     r"\$\$\{"  # escaped: literal "${"
-    r"|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}"
+    r"|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_.-]+)?)(?::-(?P<default>[^}]*))?\}"
     r"|\$\{(?P<bad>[^}]*)\}?"  # anything else after "${" is malformed
 )
 
@@ -66,8 +71,20 @@ def references(text: str) -> list[Reference]:
     ]
 
 
-def problems(text: str, env: Mapping[str, str]) -> list[ExpansionProblem]:
-    """Everything that stops `text` from expanding: unset variables and malformed references."""
+def is_context_name(name: str) -> bool:
+    """A name of the caller context (it has a dot), not an environment variable."""
+    return "." in name
+
+
+def problems(
+    text: str, env: Mapping[str, str], *, context: str | None = None
+) -> list[ExpansionProblem]:
+    """Everything that stops `text` from expanding: unset variables and malformed references.
+
+    Context names are not looked up here (they have no value until a session): `context` is
+    why they cannot work in this text, or None where they can (core/caller_context.py checks
+    that they name something).
+    """
     found: list[ExpansionProblem] = []
     for m in _TOKEN.finditer(text):
         if m["bad"] is not None:
@@ -78,6 +95,9 @@ def problems(text: str, env: Mapping[str, str]) -> list[ExpansionProblem]:
                     " (write $${ for a literal ${)",
                 )
             )
+        elif m["name"] is not None and is_context_name(m["name"]):
+            if context is not None:
+                found.append(ExpansionProblem(m.start(), f"${{{m['name']}}} {context}"))
         elif m["name"] is not None and m["default"] is None and m["name"] not in env:
             found.append(
                 ExpansionProblem(
@@ -89,21 +109,30 @@ def problems(text: str, env: Mapping[str, str]) -> list[ExpansionProblem]:
     return found
 
 
-def expand(text: str, env: Mapping[str, str]) -> str:
-    """Expand every reference. Raises KeyError for an unset variable without default."""
+def expand(text: str, env: Mapping[str, str], context: Mapping[str, str] | None = None) -> str:
+    """Expand every reference: variables from `env`, context names from `context` (None: no
+    session, so each expands to its default, or "").
+
+    Raises:
+        KeyError: an unset variable, or a context name the session has no value for, without
+            a default (the error's argument is the name).
+    """
 
     def substitute(m: re.Match[str]) -> str:
         if m["name"] is None:
             if m["bad"] is not None:
                 raise KeyError(m.group(0))
             return "${"
-        value = env.get(m["name"])
+        name = m["name"]
+        if is_context_name(name) and context is None:
+            return m["default"] or ""
+        value = (context if is_context_name(name) and context is not None else env).get(name)
         # compose semantics: ":-" also applies when the variable is set but empty
         if not value:
             if m["default"] is not None:
                 return m["default"]
             if value is None:
-                raise KeyError(m["name"])
+                raise KeyError(name)
         return value or ""
 
     return _TOKEN.sub(substitute, text)

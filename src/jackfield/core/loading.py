@@ -11,15 +11,16 @@ from __future__ import annotations
 import difflib
 import types
 import typing
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pydantic
 import yaml
 from pydantic import BaseModel
 
-from jackfield.core.expansion import problems as expansion_problems
+from jackfield.core.positions import Mark, Path, Positions
+from jackfield.core.reference_checks import check_references
 from jackfield.core.turns import ineffective_fields
 from jackfield.errors import ConfigError
 from jackfield.spec.models import (
@@ -47,8 +48,6 @@ MAX_DEPTH = 64
 
 _CHECK_EVERY = 1024
 """Nodes between two looks at the caller's deadline (a look costs a clock read)."""
-
-Path = tuple[str | int, ...]
 
 
 @dataclass(frozen=True)
@@ -133,32 +132,6 @@ class Budget:
 
 
 @dataclass(frozen=True)
-class Mark:
-    line: int  # 1-based
-    column: int  # 1-based
-    shift: int | None  # where the scalar's text starts relative to column; None if multi-line
-
-
-@dataclass
-class Positions:
-    """Where each key and value of one document stands in its file."""
-
-    keys: dict[Path, Mark] = field(default_factory=dict)
-    values: dict[Path, Mark] = field(default_factory=dict)
-
-    def of(self, path: Path, *, key: bool = False) -> Mark:
-        """The mark of a path, or of its nearest ancestor that is in the file."""
-        for n in range(len(path), -1, -1):
-            prefix = path[:n]
-            table = self.keys if key or n < len(path) else self.values
-            if prefix in table:
-                return table[prefix]
-            if prefix in self.values:
-                return self.values[prefix]
-        return Mark(1, 1, None)
-
-
-@dataclass(frozen=True)
 class LoadedDocument:
     """A valid document, where it stands, and its warnings (fields that have no effect)."""
 
@@ -187,10 +160,13 @@ class _Loader(yaml.SafeLoader):
 
 def _mark(m: yaml.Mark, node: yaml.Node | None = None) -> Mark:
     shift: int | None = 0
+    span = None
     if isinstance(node, yaml.ScalarNode):
         single = node.end_mark is None or node.end_mark.line == m.line
         shift = (1 if node.style in ("'", '"') else 0) if single else None
-    return Mark(m.line + 1, m.column + 1, shift)
+        if not single and node.end_mark is not None:
+            span = (m.index, node.end_mark.index)
+    return Mark(m.line + 1, m.column + 1, shift, span)
 
 
 class _Walker:
@@ -327,8 +303,8 @@ def _yaml_error(path: str, e: yaml.YAMLError, text: str) -> ConfigError:
 
 def _documents(
     source: SourceFile, errors: list[ConfigError], budget: Budget
-) -> Iterator[tuple[Any, Positions, int]]:
-    """Each non-empty document of a file: (data, positions, first line)."""
+) -> Iterator[tuple[Any, Positions, int, str]]:
+    """Each non-empty document of a file: (data, positions, first line, the file's text)."""
     text, error = _decode(source)
     if error is not None:
         errors.append(error)
@@ -350,7 +326,7 @@ def _documents(
             data = loader.construct_document(node)
             if data is None:
                 continue
-            yield data, positions, node.start_mark.line + 1
+            yield data, positions, node.start_mark.line + 1, text
     except _TooLarge as e:
         errors.append(
             ConfigError(
@@ -432,9 +408,50 @@ def _describe(err: Mapping[str, Any], model: type[BaseModel]) -> tuple[Path, boo
     if isinstance(cause, FieldError):
         return (*loc, *cause.field.split(".")), True, str(cause)
     message = err["msg"].removeprefix("Value error, ")
+    if kind == "model_type":  # "...or instance of AccessSpec": the Python class is no help
+        message = message.split(" or instance of ", 1)[0]
+    if kind == "too_short" and loc == ("spec", "access", "callers"):
+        message = "list at least one caller selector (to hide a server from everyone, set"
+        message += " enabled: false)"
     if kind == "string_type" and isinstance(err.get("input"), (bool, int, float)):
         message += " (quote the value to keep it as text)"
     return loc, False, f"{where}: {message}"
+
+
+_ARGUMENTS: Path = ("spec", "tools", "arguments")
+ARGUMENTS_SHAPE = (
+    "tools.arguments values are strings (an argument of every tool) or mappings of argument"
+    " names to strings (under a tool name or glob)"
+)
+
+
+def _one_per_argument(errors: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Pydantic's errors, with those about one `tools.arguments` entry made one.
+
+    An entry is a string or a mapping (a union), and pydantic reports a bad one against each
+    choice, naming the choice in the path (`arguments.x.str`, `arguments.x.dict[str,str]`):
+    the errors inside a mapping are kept (the entry is meant as one), without the choice;
+    otherwise the entry fails both ways and is one error that says what an entry is.
+    """
+    depth = len(_ARGUMENTS) + 1
+    out: list[Mapping[str, Any]] = []
+    entries: dict[Path, Mapping[str, Any]] = {}
+    inside: set[Path] = set()
+    for err in errors:
+        loc = tuple(err["loc"])
+        if loc[: len(_ARGUMENTS)] != _ARGUMENTS or len(loc) <= depth or loc[depth] == "[key]":
+            out.append(err)
+        elif len(loc) > depth + 1:
+            inside.add(loc[:depth])
+            out.append({**err, "loc": (*loc[:depth], *loc[depth + 1 :])})
+        else:
+            entries.setdefault(loc[:depth], err)
+    for loc, err in entries.items():
+        if loc not in inside:
+            hint = isinstance(err.get("input"), (bool, int, float))
+            message = ARGUMENTS_SHAPE + (" (quote the value to keep it as text)" if hint else "")
+            out.append({"type": "arguments_shape", "loc": loc, "msg": message})
+    return out
 
 
 def _validate(
@@ -473,36 +490,10 @@ def _validate(
     try:
         return model.model_validate(data)
     except pydantic.ValidationError as e:
-        for err in e.errors(include_url=False):
+        for err in _one_per_argument(e.errors(include_url=False)):
             path, about_key, message = _describe(err, model)
             error_at(path, message, key=about_key)
         return None
-
-
-def _check_expansions(
-    data: Any, positions: Positions, path: str, env: Mapping[str, str], errors: list[ConfigError]
-) -> None:
-    """Unset or malformed `${...}` in the fields that expand; run on raw data, valid or not."""
-    spec = data.get("spec") if isinstance(data, dict) and data.get("kind") == "MCPServer" else None
-    # a disabled server is never connected, so its variables need not be set
-    if not isinstance(spec, dict) or spec.get("enabled") is False:
-        return
-    texts: list[tuple[Path, Any]] = [(("spec", "url"), spec.get("url"))]
-    for name in ("args", "env", "headers"):
-        value = spec.get(name)
-        items = (
-            enumerate(value)
-            if isinstance(value, list)
-            else (value.items() if isinstance(value, dict) else ())
-        )
-        texts += [(("spec", name, k), v) for k, v in items]
-    for where, text in texts:
-        if not isinstance(text, str):
-            continue
-        for problem in expansion_problems(text, env):
-            mark = positions.of(where)
-            column = mark.column + (mark.shift + problem.offset if mark.shift is not None else 0)
-            errors.append(ConfigError(path, mark.line, column, problem.message))
 
 
 def load_file(
@@ -516,8 +507,8 @@ def load_file(
     errors: list[ConfigError] = []
     loaded: list[LoadedDocument] = []
     budget = budget if budget is not None else Budget()
-    for data, positions, line in _documents(source, errors, budget):
-        _check_expansions(data, positions, source.path, env, errors)
+    for data, positions, line, text in _documents(source, errors, budget):
+        check_references(data, positions, source.path, env, errors, text)
         document = _validate(data, positions, source, line, errors)
         if document is not None:
             warnings = _warnings(document, positions, source.path)

@@ -4,8 +4,15 @@
     ~ update MCPServer/files: spec.tools.include (no reconnect)
         spec.tools.include: ["read_*"] -> ["read_*","list_*"]
     - delete Prompt/style
+    + create MCPServer/crm (servers.d/crm.yaml:1)
+        identity-scoped: one connection per caller, opened with caller.identity
+        restricted to 2 caller selectors
+        hides user_id, tenant; get_*: account
 
-    Plan: 1 to create, 1 to update, 1 to delete.
+    Plan: 2 to create, 1 to update, 1 to delete.
+
+A server created or updated that is not the same for every caller says how, below its line
+(docs/config.md, "Caller context"): names only, never a value.
 
 Documents hold unexpanded `${VAR}` text, so no secret can be in a plan; still, a header or env
 value written literally in a file may be a credential someone should not have committed, and a
@@ -18,7 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from jackfield.core.hashing import canonical
-from jackfield.core.planning import Applied, Change, Key, Plan
+from jackfield.core.planning import Applied, CallerScope, Change, Key, Plan
 
 MASK = "(sensitive)"
 SENSITIVE = ("spec.headers", "spec.env")
@@ -66,6 +73,24 @@ def _line(change: Change) -> str:
     return f"~ update {ref}: {', '.join(change.fields)}{cost}"
 
 
+def caller_lines(scope: CallerScope) -> list[str]:
+    """How a server differs per caller, one line per way."""
+    lines: list[str] = []
+    if scope.identity_names:
+        names = ", ".join(scope.identity_names)
+        lines.append(f"identity-scoped: one connection per caller, opened with {names}")
+    if scope.selectors is not None:
+        plural = "" if scope.selectors == 1 else "s"
+        lines.append(f"restricted to {scope.selectors} caller selector{plural}")
+    if scope.hidden:
+        groups = [
+            ", ".join(names) if tools is None else f"{tools}: {', '.join(names)}"
+            for tools, names in scope.hidden
+        ]
+        lines.append(f"hides {'; '.join(groups)}")
+    return lines
+
+
 def render(plan: Plan, applied: Mapping[Key, Applied] | None = None) -> str:
     """The plan's effective changes, one line each, then a summary line.
 
@@ -74,6 +99,8 @@ def render(plan: Plan, applied: Mapping[Key, Applied] | None = None) -> str:
     lines: list[str] = []
     for change in plan.effective:
         lines.append(_line(change))
+        if change.caller is not None and change.action in ("create", "update"):
+            lines.extend(f"    {line}" for line in caller_lines(change.caller))
         if change.action == "update" and applied is not None and change.key in applied:
             old = applied[change.key].document
             for path in change.fields:

@@ -12,8 +12,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from jackfield.core.connection import CONNECTION_FIELDS
+from jackfield.core.connection import CONNECTION_FIELDS, context_names, identity_scoped
 from jackfield.core.desired import Snapshot, normalised
+from jackfield.spec.models import MCPServerSpec
 
 Action = Literal["create", "update", "delete", "unchanged"]
 Key = tuple[str, str]
@@ -37,6 +38,32 @@ class Applied:
 
 
 @dataclass(frozen=True)
+class CallerScope:
+    """What a server is per caller (docs/config.md, "Caller context"), for the plan to show."""
+
+    identity_names: tuple[str, ...] = ()
+    """The context names its connection is opened with, one connection per session; empty:
+    not identity-scoped."""
+    selectors: int | None = None
+    """How many `access.callers` selectors admit a caller; None: every caller."""
+    hidden: tuple[tuple[str | None, tuple[str, ...]], ...] = ()
+    """Hidden argument names: (None, every tool's), then (tool name or glob, its own)."""
+
+    @classmethod
+    def of(cls, spec: MCPServerSpec) -> CallerScope | None:
+        """None for a server that is the same for every caller."""
+        names = context_names(spec) if identity_scoped(spec) else ()
+        arguments = spec.tools.arguments
+        shared = tuple(k for k, v in arguments.items() if isinstance(v, str))
+        keyed = [(k, tuple(v)) for k, v in arguments.items() if isinstance(v, dict) and v]
+        hidden = ([(None, shared)] if shared else []) + keyed
+        selectors = len(spec.access.callers) if spec.access is not None else None
+        if not names and selectors is None and not hidden:
+            return None
+        return cls(names, selectors, tuple(hidden))
+
+
+@dataclass(frozen=True)
 class Change:
     action: Action
     kind: str
@@ -50,6 +77,8 @@ class Change:
     spec_hash: str | None = None
     source: str | None = None
     """file:line of the desired document."""
+    caller: CallerScope | None = None
+    """An MCPServer's per-caller behaviour as desired (None: the same for every caller)."""
 
     @property
     def key(self) -> Key:
@@ -103,6 +132,8 @@ def plan(snapshot: Snapshot, applied: Mapping[Key, Applied]) -> Plan:
         desired_keys.add(key)
         document = normalised(placed.document)
         source = f"{placed.path}:{placed.line}"
+        spec = placed.document.spec
+        caller = CallerScope.of(spec) if isinstance(spec, MCPServerSpec) else None
         current = applied.get(key)
         if current is None:
             changes.append(
@@ -113,6 +144,7 @@ def plan(snapshot: Snapshot, applied: Mapping[Key, Applied]) -> Plan:
                     document=document,
                     spec_hash=placed.spec_hash,
                     source=source,
+                    caller=caller,
                 )
             )
         elif current.spec_hash != placed.spec_hash:
@@ -126,12 +158,18 @@ def plan(snapshot: Snapshot, applied: Mapping[Key, Applied]) -> Plan:
                     document=document,
                     spec_hash=placed.spec_hash,
                     source=source,
+                    caller=caller,
                 )
             )
         else:
             changes.append(
                 Change(
-                    "unchanged", *key, document=document, spec_hash=placed.spec_hash, source=source
+                    "unchanged",
+                    *key,
+                    document=document,
+                    spec_hash=placed.spec_hash,
+                    source=source,
+                    caller=caller,
                 )
             )
     for key, current in applied.items():

@@ -68,3 +68,15 @@ def timed_out(server: str, tool: str, seconds: float) -> str:
 
 def unknown_tool(name: str) -> str:
     return f"There is no tool called {name} any more."
+
+
+def not_available(tool: str) -> str:
+    """For a call the server's `access` refuses this conversation's caller."""
+    return f"The {tool} tool is not available in this conversation."
+
+
+def missing_context(tool: str, name: str) -> str:
+    """For a call that needs a context value (or setting) the session does not have."""
+    if "." in name:  # a caller context name (core/expansion.is_context_name)
+        return f"The {tool} tool needs the caller's {name}, which this conversation does not have."
+    return f"The {tool} tool needs the setting {name}, which is not set."

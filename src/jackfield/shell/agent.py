@@ -5,8 +5,9 @@ file: everything comes from the hub (`shell/hub_link.py`). At start it reads the
 (spec, instructions, revision) and the tools, builds the session (OpenAI Realtime, or the
 `fallback` pipeline: STT -> LLM -> TTS), greets, and returns; the session lives on in the job.
 
-- **Safe-point updates.** Announcements are applied with `Agent.update_tools` /
-  `Agent.update_instructions` only while no tool call of the session runs.
+- **Safe-point updates** (`shell/live_agent.py`). Announcements are applied with
+  `Agent.update_tools` / `Agent.update_instructions` only while no tool call of the session
+  runs.
 - **A real fallback.** An unrecoverable realtime error (at start or mid-call) closes the
   realtime session; the job then starts the fallback pipeline in the same room, with the same
   hub link and the conversation so far, and tells the hub (status, metrics, cool-down).
@@ -18,6 +19,14 @@ file: everything comes from the hub (`shell/hub_link.py`). At start it reads the
 - **Text turns.** A job may be linked to a text console (`shell/text_link.py`): `jackfield
   console` and the tests type turns into a real job process that way, delivered as speech
   would be (an answer to a waiting question, or a turn that talks over the running one).
+- **The caller context follows the linked participant.** The hub is told who the session is
+  for (`core/caller_context.py`): the participant the session is linked to (identity, name,
+  attributes), the job's room and dispatch metadata. The room and metadata go with the first
+  connection; the participant once the session links one, and again whenever it changes (a
+  participant joins, changes attributes or leaves: the room's events). Each change reconnects
+  the hub link (once no call is in flight), and the agent's tools and instructions become what
+  the hub serves that caller. On a text link, the console plays the participant
+  (`{"participant": ...}`), in place of the fake job's stand-in.
 """
 
 from __future__ import annotations
@@ -27,42 +36,39 @@ import contextlib
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from livekit.agents import Agent, AgentSession, APIConnectOptions, JobContext, llm
+from livekit import rtc
+from livekit.agents import AgentSession, APIConnectOptions, JobContext, llm
 from livekit.agents.types import NOT_GIVEN, NotGiven
 from livekit.agents.voice import room_io
 from livekit.agents.voice.events import CloseEvent, ErrorEvent
 from livekit.agents.voice.turn import TurnHandlingOptions
 
-from jackfield.core.hashing import sha256
+from jackfield.core.caller_context import CallerContext
 from jackfield.core.turns import pipeline_turn_handling, realtime_turn_detection
 from jackfield.shell.caller import Caller
 from jackfield.shell.hub_link import UNREACHABLE, HubLink, HubUnavailable
-from jackfield.shell.text_link import JobChannel, TextLinkAddress
-from jackfield.shell.voice_calls import tools_of
+from jackfield.shell.live_agent import HUB_WAIT, NO_HUB_INSTRUCTIONS, LiveAgent, build_agent
+from jackfield.shell.text_link import JobChannel, PlayedParticipant, TextLinkAddress
 from jackfield.shell.voice_forms import VoiceForms, form_filler
 from jackfield.shell.worker import PRELOAD
 from jackfield.spec.models import AgentSpec, LLMSpec, TurnSpec
 
 log = logging.getLogger(__name__)
 
-HUB_WAIT = 3.0
-"""Seconds a new job waits for the hub before it starts without tools."""
 CANCEL_WAIT = 3.0
 """Seconds the end of a job waits for cancelled calls to tell the hub."""
+JOIN_WAIT = 30.0
+"""Seconds a console's caller change waits for the link and the agent to follow it."""
+ROOM_EVENTS: tuple[rtc.room.EventTypes, ...] = (
+    "participant_connected", "participant_attributes_changed", "participant_name_changed",
+    "participant_disconnected",
+)  # fmt: skip
+"""The room's events that may change the linked participant, or what it is."""
 DEFAULT_PIPELINE = LLMSpec(mode="pipeline", model="gpt-4o-mini")
 """The pipeline when agent.yaml gives none: for a realtime agent without a fallback."""
-NO_HUB_INSTRUCTIONS = (
-    "You are a helpful voice assistant. Your tools are unavailable right now: if the caller asks"
-    " for something that needs one, say so briefly and offer to try again in a moment."
-)
-TOOLS_DOWN = (
-    "Your tools are unavailable right now: if the caller asks for something that needs one,"
-    " say so briefly."
-)
 CARRY_ON = (
     "The voice connection was switched to a backup line. In a few words tell the caller you are"
     " still there, then carry on where the conversation left off."
@@ -91,130 +97,6 @@ class JobConfig:
     agent_spec: dict[str, Any] | None = None
     """The Agent spec (JSON) when the worker started: what a job that cannot reach the hub
     builds its session from (tools and instructions follow once the hub is back)."""
-
-
-# --- the agent ---------------------------------------------------------------------------------
-
-
-def _revision(instructions: str, tools: list[llm.Tool]) -> str:
-    return sha256(instructions + "|" + ",".join(sorted(t.id for t in tools)))
-
-
-class LiveAgent(Agent):
-    """An Agent whose tools and instructions follow the hub, and whose calls ask the caller."""
-
-    def __init__(
-        self,
-        link: HubLink,
-        *,
-        instructions: str,
-        tools: list[llm.Tool],
-        caller: Caller,
-        chat_ctx: llm.ChatContext | None = None,
-    ) -> None:
-        super().__init__(instructions=instructions, tools=list(tools), chat_ctx=chat_ctx)
-        self.link = link
-        self.caller = caller
-        self.revision = _revision(instructions, tools)
-        self.updates = 0
-        self.on_update: Callable[[LiveAgent], None] = lambda agent: None
-        self._pending = False
-        self._task: asyncio.Task[None] | None = None
-        link.call_finished = self._maybe_apply
-
-    @property
-    def hub(self) -> HubLink:
-        return self.link
-
-    async def on_enter(self) -> None:
-        self.caller.attach(self.session)
-
-    async def on_exit(self) -> None:
-        self.caller.detach(self.session)
-
-    async def on_user_turn_completed(
-        self, turn_ctx: llm.ChatContext, new_message: llm.ChatMessage
-    ) -> None:
-        """A spoken turn while a call waits for the caller's answer is that answer, and the LLM
-        does not answer it as well.
-
-        Raises:
-            llm.StopResponse: the turn answered a question.
-        """
-        if self.caller.hear(new_message.text_content or ""):
-            raise llm.StopResponse()
-
-    async def follow(self) -> None:
-        """Runs for the session's life: each announcement (or reconnect) marks an update."""
-        while True:
-            await self.link.changed.wait()
-            self.link.changed.clear()
-            self._pending = True
-            self._maybe_apply()
-
-    def _maybe_apply(self) -> None:
-        idle = self.link.in_flight == 0 and (self._task is None or self._task.done())
-        if self._pending and idle:
-            self._pending = False
-            self._task = asyncio.create_task(self._apply(), name="agent-update")
-
-    async def _apply(self) -> None:
-        try:
-            view = await self.link.view()
-            tools = tools_of(self.link, await self.link.tools(), self.caller)
-            await self.update_tools(list(tools))
-            await self.update_instructions(view["instructions"])
-            self.revision = _revision(view["instructions"], tools)
-            self.updates += 1
-            self.on_update(self)
-        except HubUnavailable:
-            current = str(self.instructions)
-            if TOOLS_DOWN not in current:
-                await self.update_instructions(f"{current}\n\n{TOOLS_DOWN}")
-        except Exception:  # no hot retry loop: the next announcement or reconnect retries
-            log.exception("applying a hub change failed; the next announcement retries")
-        self._maybe_apply()  # a change that came in meanwhile
-
-    async def aclose_follow(self) -> None:
-        if self._task is not None:
-            await asyncio.gather(self._task, return_exceptions=True)
-
-
-async def build_agent(
-    link: HubLink, *, chat_ctx: llm.ChatContext | None = None, caller: Caller | None = None
-) -> LiveAgent:
-    """The agent as the hub has it now, or one without tools that says so. `caller`: the job's
-    (a fallback keeps it); a new one by default."""
-    caller = caller if caller is not None else Caller()
-    try:
-        view = await link.view()
-        tools = tools_of(link, await link.tools(), caller)
-        instructions = view["instructions"]
-    except HubUnavailable:
-        tools, instructions = [], NO_HUB_INSTRUCTIONS
-    return LiveAgent(link, instructions=instructions, tools=tools, caller=caller,
-                     chat_ctx=chat_ctx)  # fmt: skip
-
-
-@contextlib.asynccontextmanager
-async def live_agent(url: str, token: str, *, session_id: str) -> AsyncIterator[LiveAgent]:
-    """Connect to the hub, build the agent from what is live now, follow changes until exit."""
-    link = HubLink(url, token, session_id=session_id)
-    owner = asyncio.create_task(link.run(), name="hub-link")
-    try:
-        await link.wait_up(HUB_WAIT)
-        link.changed.clear()  # what the connect announced is what the agent is built from
-        agent = await build_agent(link)
-        follower = asyncio.create_task(agent.follow(), name="agent-follow")
-        try:
-            yield agent
-        finally:
-            follower.cancel()
-            await asyncio.gather(follower, return_exceptions=True)
-            await agent.aclose_follow()
-    finally:
-        owner.cancel()
-        await asyncio.gather(owner, return_exceptions=True)
 
 
 # --- the session ---------------------------------------------------------------------------------
@@ -299,7 +181,14 @@ class VoiceJob:
     def __init__(self, ctx: JobContext, config: JobConfig) -> None:
         self.ctx = ctx
         self.config = config
-        self.link = HubLink(config.hub_url, config.hub_token, session_id=f"job-{ctx.job.id}")
+        self.played: PlayedParticipant | None = None
+        """The participant a text console plays: in place of the linked one."""
+        self.played_metadata: str | None = None
+        """The dispatch metadata a text console plays: in place of the job's."""
+        # the room and the metadata from the first connection; the participant once linked
+        first = CallerContext.of(None, room=ctx.job.room.name, metadata=ctx.job.metadata or None)
+        self.link = HubLink(config.hub_url, config.hub_token, session_id=f"job-{ctx.job.id}",
+                            context=first)  # fmt: skip
         self.spec = (
             AgentSpec.model_validate(config.agent_spec)
             if config.agent_spec is not None
@@ -330,7 +219,7 @@ class VoiceJob:
         self._spawn(self.link.run(), "hub-link")
         if self.config.text_link is not None:
             self.channel = await JobChannel.open(self.config.text_link, job=self.ctx.job.id)
-        if await self.link.wait_up(HUB_WAIT):
+        if await self.link.wait_current(HUB_WAIT):
             with contextlib.suppress(HubUnavailable):
                 self.view = await self.link.view()
                 self.spec = AgentSpec.model_validate(self.view["spec"])
@@ -344,6 +233,8 @@ class VoiceJob:
         self.ctx.add_shutdown_callback(self.aclose)
         self.ctx.room.on("participant_disconnected", self._on_participant_left)
         await self._start_session(await build_agent(self.link, caller=self.caller))
+        for event in ROOM_EVENTS:  # a no-op on a fake job's mock room
+            self.ctx.room.on(event, self._on_room_change)
         if reason is not None:
             self._report_fallback(reason, realtime_failed=False)
         if self.channel is not None:
@@ -365,6 +256,8 @@ class VoiceJob:
             await session.start(agent=agent, room=self.ctx.room, room_options=options)
         else:
             await session.start(agent=agent, room=self.ctx.room)
+        self.follow_caller()
+        self._spawn(self._follow_when_linked(session), "caller-link")
         self.session_ready.set()
         self._send({"ready": {"mode": self.mode, "revision": (self.view or {}).get("revision"),
                               "tools": len(agent.tools), "preloaded": self.preloaded}})  # fmt: skip
@@ -448,6 +341,65 @@ class VoiceJob:
             )  # fmt: skip
         return self._form_llm
 
+    # --- the caller context -----------------------------------------------------------------------
+
+    def caller_context(self) -> CallerContext:
+        """Who the session is for now: the participant it is linked to (or the one a text
+        console plays), the job's room, its dispatch metadata."""
+        participant = self.played if self.played is not None else self._linked()
+        metadata = self.played_metadata
+        if metadata is None:
+            metadata = self.ctx.job.metadata or None
+        return CallerContext.of(participant, room=self.ctx.job.room.name, metadata=metadata)
+
+    def _linked(self) -> Any:
+        if self.session is None:
+            return None
+        try:
+            return self.session.room_io.linked_participant
+        except RuntimeError:  # no room io
+            return None
+
+    def follow_caller(self) -> bool:
+        """Tell the hub the current context; True when it changed (the link reconnects)."""
+        if self.closing:  # the caller left: nothing more runs for anyone
+            return False
+        return self.link.set_context(self.caller_context())
+
+    def _on_room_change(self, *args: Any) -> None:
+        # after every handler of the event: a session started later (a fallback) registered
+        # its room io's after this one, and links or unlinks the participant there
+        asyncio.get_running_loop().call_soon(self.follow_caller)
+
+    async def _follow_when_linked(self, session: AgentSession[Any]) -> None:
+        """The room io links a participant already in the room once it has started."""
+        with contextlib.suppress(RuntimeError):
+            await session.room_io.wait_for_ready()
+            if session is self.session:
+                self.follow_caller()
+
+    async def _play_participant(self, channel: JobChannel, message: dict[str, Any]) -> None:
+        """A console's `{"participant": ...}`: that participant joined, or changed its
+        attributes. Answers `{"caller": ...}` once the hub link carries the new context and
+        the agent shows what the hub serves that caller."""
+        self.played = PlayedParticipant.of(message)
+        if isinstance(message.get("metadata"), str):
+            self.played_metadata = message["metadata"]
+        self.follow_caller()
+        answer: dict[str, Any] = {"identity": self.played.identity}
+        try:
+            if not await self.link.wait_current(JOIN_WAIT):
+                raise TimeoutError
+            connects, agent = self.link.connects, self.agent
+            if agent is not None:
+                async with asyncio.timeout(JOIN_WAIT):
+                    await agent.applied_since(connects)
+        except TimeoutError:
+            answer["error"] = "the hub link did not follow the new caller in time"
+        agent = self.agent
+        answer["tools"] = sorted(t.id for t in agent.tools) if agent is not None else []
+        channel.send({"caller": answer})
+
     # --- what a text console sees ---------------------------------------------------------------
 
     def _send(self, message: dict[str, Any]) -> None:
@@ -477,6 +429,9 @@ class VoiceJob:
         turn: asyncio.Task[None] | None = None
         async for message in channel.messages():
             await self.session_ready.wait()
+            if "participant" in message:  # not waited for here: a question may need a turn
+                self._spawn(self._play_participant(channel, message), "participant")
+                continue
             if message.get("interrupt"):
                 self._interrupt()
                 channel.send({"interrupted": {"at": time.monotonic()}})
@@ -569,9 +524,6 @@ __all__ = [
     "UNREACHABLE",
     "JobConfig",
     "JobEntry",
-    "LiveAgent",
     "VoiceJob",
-    "build_agent",
-    "live_agent",
     "session_for",
 ]

@@ -24,12 +24,18 @@ call the upstream's progress notices and questions reach the client that made it
 (shell/hub_questions.py). A client that cancels a call cancels it upstream. A call's
 `_meta[CONFIRMATION_META]` (the caller said yes) goes on its audit row; a job that heard no (or
 nothing) reports it on EVENTS_PATH, and no call is made.
+
+A hub session has a caller (core/caller_context.py): the job sends it in CONTEXT_HEADER, read
+on each connection's first request (an invalid one is refused with 400 before MCP sees it; none
+is ANONYMOUS). Its calls go to the manager with it, and what it lists and reads leaves out the
+servers whose `access` does not admit it (shell/hub_sessions.py). A new connection of a session
+with another context replaces it and closes the session's `scope: session` servers, so they
+reopen for the new caller. Context values are secrets: the hub never logs them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import hmac
 import itertools
@@ -65,15 +71,14 @@ from jackfield.core.agent_view import (
     SESSION_HEADER,
     AgentView,
     RealtimeCooldown,
-    agent_view,
 )
-from jackfield.core.catalog import CatalogChange, Entry
+from jackfield.core.caller_context import ANONYMOUS, CONTEXT_HEADER, CallerContext
+from jackfield.core.catalog import CatalogChange
 from jackfield.core.desired import Snapshot
-from jackfield.core.limits import HUB_PAGE_BYTES
 from jackfield.core.status import SERVING_STATES, HubStatus
-from jackfield.core.voice import VOICE_META, tool_voice
 from jackfield.shell.call_channel import NO_CHANNEL, CallChannel
 from jackfield.shell.hub_questions import Rounds, channel_of
+from jackfield.shell.hub_sessions import Served, Views
 from jackfield.shell.redaction import redact
 from jackfield.shell.servers import ServerManager, confirmation_of, error_result
 
@@ -88,15 +93,14 @@ STOP_GRACE = 5.0
 """Seconds `stop` waits for session clean-ups (closing `scope: session` servers)."""
 DEFAULT_MAX_SESSIONS = 256
 DEFAULT_SESSION_IDLE = 300.0
-PAGE_OVERHEAD = 1024
-"""Bytes of a `tools/list` answer besides its tools (the JSON-RPC envelope, cursor, SSE framing)."""
 _RESERVED_META = "io.modelcontextprotocol/"
 Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]],
                    Awaitable[None]]  # fmt: skip
 
 
-AgentEventHandler = Callable[[str, dict[str, Any]], None]
+AgentEventHandler = Callable[[str, dict[str, Any], CallerContext | None], None]
+"""A job's report: its hub session, the event, the context its request carried (if any)."""
 
 
 async def _read_body(receive: Callable[[], Awaitable[Any]], limit: int) -> bytes | None:
@@ -122,9 +126,21 @@ def _authorized(header: bytes, token: bytes) -> bool:
     return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.lstrip(b" "), token)
 
 
+def _context_of(headers: Mapping[bytes, bytes]) -> CallerContext | None:
+    """The CONTEXT_HEADER of a request, None when it has none (or an empty one).
+
+    Raises:
+        ValueError: the header is not a context (the message says why, without its value).
+    """
+    raw = headers.get(CONTEXT_HEADER.encode())
+    return CallerContext.from_header(raw.decode("latin-1")) if raw else None
+
+
 def _bearer(token: str, app: ASGIApp, on_event: AgentEventHandler) -> ASGIApp:
-    """401 for every HTTP request without `Authorization: Bearer <token>`; no WebSockets.
-    `POST /agent/events` (a job's report, JSON with `event`) goes to `on_event`."""
+    """401 for every HTTP request without `Authorization: Bearer <token>`; no WebSockets. Then
+    400 for one whose CONTEXT_HEADER is not a caller context (the token first: a client
+    without it learns nothing of contexts). `POST /agent/events` (a job's report, JSON with
+    `event`) goes to `on_event`."""
     expected = token.encode()
 
     async def guarded(scope: Scope, receive: Any, send: Any) -> None:
@@ -140,8 +156,14 @@ def _bearer(token: str, app: ASGIApp, on_event: AgentEventHandler) -> ASGIApp:
                 ]})  # fmt: skip
                 await send({"type": "http.response.body", "body": b'{"error":"unauthorized"}'})
                 return
+            try:
+                context = _context_of(dict(scope.get("headers") or []))
+            except ValueError as e:
+                sentence = f"The {CONTEXT_HEADER} header was refused: {e}."
+                await _respond(send, 400, json.dumps({"error": sentence}).encode())
+                return
             if scope.get("path") == EVENTS_PATH:
-                await _agent_event(scope, receive, send, on_event)
+                await _agent_event(scope, receive, send, lambda s, e: on_event(s, e, context))
                 return
         await app(scope, receive, send)
 
@@ -175,7 +197,9 @@ def _refusals(app: ASGIApp, refusal: Callable[[], bytes]) -> ASGIApp:
     return counted
 
 
-async def _agent_event(scope: Scope, receive: Any, send: Any, on_event: AgentEventHandler) -> None:
+async def _agent_event(
+    scope: Scope, receive: Any, send: Any, on_event: Callable[[str, dict[str, Any]], None]
+) -> None:
     if scope.get("method") != "POST":
         await _respond(send, 405, b'{"error":"POST only"}')
         return
@@ -248,7 +272,6 @@ class ToolHub:
         self.refused_sessions = 0
         """New hub sessions refused because `max_sessions` were open."""
         self.snapshot: Snapshot | None = None
-        self.view: AgentView | None = None
         self.instructions = ""
         self.instructions_revision: str | None = None
         self.cooldown = RealtimeCooldown()
@@ -262,13 +285,12 @@ class ToolHub:
         self._cooldown_timer: asyncio.TimerHandle | None = None
         self._connections: dict[Connection, str] = {}
         self._holders: Counter[str] = Counter()
+        self._contexts: dict[str, CallerContext] = {}
+        """Hub session -> its caller, as its latest connection said."""
+        self._reopening: dict[str, asyncio.Task[None]] = {}
+        """Hub sessions whose `scope: session` servers are closing for a new caller."""
         self._ids = itertools.count(1)
-        self._by_name: dict[str, Entry] = {}
-        self._served: tuple[mcp_types.Tool, ...] = ()
-        """Sorted by name: a cursor is the name of the last tool of the page before."""
-        self._names: list[str] = []
-        self._sizes: list[int] = []
-        """JSON bytes of each served tool, for cutting pages."""
+        self._views = Views()
         self._bus = InMemorySubscriptionBus()
         self._listen = ListenHandler(self._bus)
         self._server = self._mcp_server()
@@ -284,29 +306,27 @@ class ToolHub:
 
     # --- what is served -------------------------------------------------------------------------
 
+    @property
+    def view(self) -> AgentView | None:
+        """The agent view of a caller every server admits (None before a config is applied)."""
+        return self._views.full.view
+
     def tools(self) -> list[mcp_types.Tool]:
-        """What `tools/list` answers, all pages: the view's tools, built once per change."""
-        return list(self._served)
+        """Every tool the agent gets, all pages, whoever the caller: built once per change."""
+        return list(self._views.full.tools)
 
-    def page(self, cursor: str | None) -> mcp_types.ListToolsResult:
-        """The tools after `cursor` (the last name of the page before), up to HUB_PAGE_BYTES.
+    def context(self, session: str) -> CallerContext:
+        """The caller of a hub session (ANONYMOUS when its connections sent none)."""
+        return self._contexts.get(session, ANONYMOUS)
 
-        A catalog that changes between pages neither repeats nor skips a tool that stays.
-        """
-        start = 0 if cursor is None else bisect.bisect_right(self._names, cursor)
-        end, used = start, PAGE_OVERHEAD
-        while end < len(self._served) and (
-            end == start or used + self._sizes[end] <= HUB_PAGE_BYTES
-        ):
-            used += self._sizes[end]
-            end += 1
-        more = end < len(self._served)
-        return mcp_types.ListToolsResult(
-            tools=list(self._served[start:end]), nextCursor=self._names[end - 1] if more else None
-        )
+    def served(self, session: str) -> Served:
+        """What a hub session lists and reads: without the servers its caller may not use."""
+        return self._views.of(self.context(session))
 
     def _input_schema(self, name: str) -> Mapping[str, Any] | None:
-        entry = self._by_name.get(name)
+        # The SDK asks without a session: any caller's schema (a hidden server's tool is
+        # refused by the manager, with its audit row).
+        entry = self._views.full.by_name.get(name)
         return entry.input_schema if entry is not None else None
 
     async def _call(
@@ -320,12 +340,13 @@ class ToolHub:
     ) -> mcp_types.CallToolResult:
         """Forward a call; every failure is a result whose text the agent can say. A caller
         that cancels cancels the call (the manager records it, the upstream request ends)."""
-        if name not in self._by_name and name in self.manager.catalog.entries:
+        if name not in self._views.full.by_name and name in self.manager.catalog.entries:
             return error_result(results.unknown_tool(name))  # a server the agent does not select
+        # One of a server this caller may not use goes on: the manager refuses and audits it.
         try:
             result = await self.manager.call(
                 name, arguments, session=session, channel=channel,
-                confirmation=confirmation_of(meta),
+                confirmation=confirmation_of(meta), context=self.context(session),
             )  # fmt: skip
         except Exception:  # e.g. the server went away between lookup and call
             log.exception("tool call %s failed in the hub", name)
@@ -336,7 +357,8 @@ class ToolHub:
         async def list_tools(
             ctx: ServerRequestContext[Any], params: mcp_types.PaginatedRequestParams | None
         ) -> mcp_types.ListToolsResult:
-            return self.page(params.cursor if params is not None else None)
+            served = self.served(self._track(ctx))
+            return served.page(params.cursor if params is not None else None)
 
         async def call_tool(
             ctx: ServerRequestContext[Any], params: mcp_types.CallToolRequestParams
@@ -355,9 +377,10 @@ class ToolHub:
         async def list_prompts(
             ctx: ServerRequestContext[Any], params: mcp_types.PaginatedRequestParams | None
         ) -> mcp_types.ListPromptsResult:
+            view = self.served(self._track(ctx)).view
+            revision = view.instructions_revision if view is not None else None
             prompt = mcp_types.Prompt(
-                name=PROMPT_NAME,
-                description=f"The agent's effective instructions ({self.instructions_revision})",
+                name=PROMPT_NAME, description=f"The agent's effective instructions ({revision})"
             )
             return mcp_types.ListPromptsResult(prompts=[prompt])
 
@@ -366,9 +389,10 @@ class ToolHub:
         ) -> mcp_types.GetPromptResult:
             if params.name != PROMPT_NAME:
                 raise MCPError(mcp_types.INVALID_PARAMS, f"unknown prompt {params.name!r}")
-            text = mcp_types.TextContent(type="text", text=self.instructions)
+            view = self.served(self._track(ctx)).view
+            text = mcp_types.TextContent(type="text", text=view.instructions if view else "")
             return mcp_types.GetPromptResult(
-                description=self.instructions_revision,
+                description=view.instructions_revision if view is not None else None,
                 messages=[mcp_types.PromptMessage(role="user", content=text)],
             )
 
@@ -386,10 +410,12 @@ class ToolHub:
         ) -> mcp_types.ReadResourceResult:
             if params.uri != AGENT_VIEW_URI:
                 raise MCPError(mcp_types.INVALID_PARAMS, f"unknown resource {params.uri!r}")
-            if self.view is None:
+            session = self._track(ctx)
+            view = self.served(session).view
+            if view is None:
                 raise MCPError(mcp_types.INTERNAL_ERROR, "no config applied yet")
-            self._revisions[self._track(ctx)] = self.view.revision
-            text = json.dumps(self.view.to_json())
+            self._revisions[session] = view.revision
+            text = json.dumps(view.to_json())
             contents = mcp_types.TextResourceContents(
                 uri=AGENT_VIEW_URI, mimeType="application/json", text=text
             )
@@ -414,11 +440,17 @@ class ToolHub:
     async def _middleware(
         self, ctx: ServerRequestContext[Any], call_next: CallNext
     ) -> HandlerResult:
-        self._track(ctx)
+        key = self._track(ctx)
+        reopening = self._reopening.get(key)
+        if reopening is not None:
+            # The old caller's `scope: session` servers go before this request can reach one
+            # (a 2026-07-28 request is its connection's first: its call follows right away).
+            await asyncio.wait([reopening])
         return await call_next(ctx)
 
     def _track(self, ctx: ServerRequestContext[Any]) -> str:
-        """Remember the client connection for announcements; return its hub session key."""
+        """Remember the client connection for announcements and its session's caller context;
+        return its hub session key."""
         # The SDK hands handlers a per-request proxy; the per-client Connection behind it is
         # what carries standalone notifications and a teardown hook.
         connection: Connection = ctx.session._connection  # noqa: SLF001
@@ -429,7 +461,29 @@ class ToolHub:
             self._connections[connection] = key
             self._holders[key] += 1
             connection.exit_stack.callback(self._connection_gone, connection)
+            self._caller(key, headers.get(CONTEXT_HEADER))
         return key
+
+    def _caller(self, key: str, header: str | None) -> None:
+        """A new connection of session `key` says who its caller is (the guard checked it)."""
+        try:
+            context = CallerContext.from_header(header) if header else ANONYMOUS
+        except ValueError:  # not through the guard (it answers 400): the least it can be
+            context = ANONYMOUS
+        known = self._contexts.get(key)
+        self._contexts[key] = context
+        if known is None or known == context:
+            return
+        # never the values: they are secrets
+        log.info("hub session %s has a new caller context: its scope: session servers reopen",
+                 key)  # fmt: skip
+        task = self._spawn(self.manager.close_session(key))
+        self._reopening[key] = task
+        task.add_done_callback(lambda t: self._reopened(key, t))
+
+    def _reopened(self, key: str, task: asyncio.Task[None]) -> None:
+        if self._reopening.get(key) is task:
+            del self._reopening[key]
 
     def _connection_gone(self, connection: Connection) -> None:
         key = self._connections.pop(connection, None)
@@ -439,6 +493,7 @@ class ToolHub:
         if self._holders[key] <= 0:
             del self._holders[key]
             self._revisions.pop(key, None)
+            self._contexts.pop(key, None)
             self._spawn(self.manager.close_session(key))
 
     # --- announcements ----------------------------------------------------------------------------
@@ -452,57 +507,35 @@ class ToolHub:
         self._rebuild()
 
     def _rebuild(self) -> None:
-        """The agent view, once per applied snapshot and catalog change; announce what moved:
+        """The agent views, once per applied snapshot and catalog change; announce what moved:
         `tools` when what a client would list changed (not for unselected servers), `prompts`
-        when the view (instructions, spec) did."""
+        when a view (instructions, spec) did. Every client hears it and rereads its own."""
         if self.snapshot is None:
             return
         ready = {n for n, state in self.manager.states().items() if state in SERVING_STATES}
         now = asyncio.get_running_loop().time()
-        view = agent_view(self.snapshot, ready, self.manager.catalog.entries.values(),
-                          realtime=not self.cooldown.active(now))  # fmt: skip
-        previous, self.view = self.view, view
-        served = self._tools_of(view)
-        self._by_name = {e.name: e for e in view.tools}
-        if served != self._served or previous is None:
-            self._served = served
-            self._names = [t.name for t in self._served]
-            self._sizes = [len(t.model_dump_json(by_alias=True, exclude_none=True).encode()) + 1
-                           for t in self._served]  # fmt: skip
-            if previous is not None or view.tools:
-                self._announce(tools=True, prompts=False)
-        if previous is None or view.revision != previous.revision:
+        moved = self._views.rebuild(
+            self.snapshot, ready, self.manager.catalog.entries.values(), self.manager.specs(),
+            realtime=not self.cooldown.active(now),
+        )  # fmt: skip
+        if moved.tools:
+            self._announce(tools=True, prompts=False)
+        if moved.prompts:
+            view = self._views.full.view
+            assert view is not None
             self.instructions = view.instructions
             self.instructions_revision = view.instructions_revision
             self._announce(tools=False, prompts=True)
 
-    def _tools_of(self, view: AgentView) -> tuple[mcp_types.Tool, ...]:
-        """The view's tools as served, sorted by name: with their title, the upstream's
-        annotations and their ToolVoice (so a voice or confirm edit reaches jobs too)."""
-        assert self.snapshot is not None
-        agent = self.snapshot.agent.document.spec
-        specs = self.manager.specs()
-        tools = []
-        for e in sorted(view.tools, key=lambda e: e.name):
-            voice = tool_voice(agent, specs.get(e.server), e.upstream, e.annotations, e.title)
-            annotations = None
-            if e.annotations:
-                try:
-                    annotations = mcp_types.ToolAnnotations.model_validate(dict(e.annotations))
-                except ValueError:  # the catalog checked them; a stray one is left out
-                    annotations = None
-            tools.append(mcp_types.Tool(
-                name=e.name, title=e.title, description=e.description or None,
-                inputSchema=dict(e.input_schema), annotations=annotations,
-                _meta={VOICE_META: voice.to_json()},
-            ))  # fmt: skip
-        return tuple(tools)
-
     # --- what jobs report -------------------------------------------------------------------------
 
-    def _on_agent_event(self, session: str, event: dict[str, Any]) -> None:
+    def _on_agent_event(
+        self, session: str, event: dict[str, Any], context: CallerContext | None = None
+    ) -> None:
         if event["event"] == "confirmation":
-            self._confirmation_refused(session, event)
+            # the caller who was asked: the report's own context, else its session's
+            asked = context if context is not None else self.context(session)
+            self._confirmation_refused(session, event, asked)
             return
         if event["event"] == "update_rejected":
             self.rejected_updates += 1
@@ -530,7 +563,9 @@ class ToolHub:
             self._cooldown_timer = loop.call_later(self.cooldown.cooldown + 0.01, self._rebuild)
             self._rebuild()
 
-    def _confirmation_refused(self, session: str, event: dict[str, Any]) -> None:
+    def _confirmation_refused(
+        self, session: str, event: dict[str, Any], context: CallerContext = ANONYMOUS
+    ) -> None:
         """A job asked the caller to confirm a call and heard no, or nothing: no call was made.
         (A yes travels with the call itself, in its `_meta`.)"""
         tool, question, answer = event.get("tool"), event.get("question"), event.get("answer")
@@ -538,7 +573,9 @@ class ToolHub:
                 "no", "timeout"):  # fmt: skip
             log.debug("ignored a malformed confirmation report from %s", session)
             return
-        if not self.manager.confirmation_refused(tool, question, answer, session=session):
+        if not self.manager.confirmation_refused(
+            tool, question, answer, session=session, context=context
+        ):
             log.debug("confirmation report for unknown tool %r from %s", tool[:100], session)
 
     def agent_sessions_by_revision(self) -> dict[str, int]:
@@ -553,10 +590,11 @@ class ToolHub:
         self.announcements += 1
         self._spawn(self._broadcast(tools=tools, prompts=prompts))
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
+    def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
+        return task
 
     async def _broadcast(self, *, tools: bool, prompts: bool) -> None:
         # 2026-07-28 clients hear it on their `subscriptions/listen` streams, fed by the bus.

@@ -11,6 +11,14 @@ from tool functions only use the connected client. The link declares elicitation
 question during a call reaches `elicit` (the job asks the caller, shell/voice_forms.py), and
 `cancel_calls` ends every call in flight when the caller hangs up (the SDK sends the hub
 `notifications/cancelled`, and the hub cancels upstream).
+
+**Caller context.** Every request carries the session's `CallerContext` (CONTEXT_HEADER) beside
+the hub token and the session id; the hub reads it per connection. `set_context` with a
+different context reconnects, so the hub sees it: at once when no call is in flight, else as
+soon as the last one finishes (a call is never cut off for it). Until then, new requests wait
+for the new connection (bounded), so nothing after a change runs under the context before it;
+`changed` is set by the reconnect, and the agent refetches its tools and instructions, which
+now are the new caller's. The context's values never reach a log.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from mcp.shared.dispatcher import ProgressFnT
 
 from jackfield import __version__
 from jackfield.core.agent_view import AGENT_VIEW_URI, EVENTS_PATH, SESSION_HEADER
+from jackfield.core.caller_context import ANONYMOUS, CONTEXT_HEADER, CallerContext
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +52,8 @@ BACKOFF_MAX = 5.0
 CLOSE_TIMEOUT = 3.0
 MAX_PAGES = 1000
 """Pages of `tools/list` read before the rest is left out (a hub whose cursor never ends)."""
+CONTEXT_WAIT = 10.0
+"""Seconds a request waits for the reconnect that carries a new caller context."""
 UNREACHABLE = "I can't reach my tools right now. Please try again in a moment."
 
 Elicit = Callable[[mcp_types.ElicitRequestParams], Awaitable[mcp_types.ElicitResult]]
@@ -70,7 +81,9 @@ class HubUnavailable(Exception):
 class HubLink:
     """One agent session's connection to the hub (identified by `session_id`)."""
 
-    def __init__(self, url: str, token: str, *, session_id: str) -> None:
+    def __init__(
+        self, url: str, token: str, *, session_id: str, context: CallerContext = ANONYMOUS
+    ) -> None:
         self.url = url
         self.token = token
         self.session_id = session_id
@@ -87,10 +100,67 @@ class HubLink:
         self._client: Client | None = None
         self._broken = asyncio.Event()
         self._was_up = False
+        self.context = ANONYMOUS
+        """Who the session is for, as the hub is told (`set_context`)."""
+        self._header: str | None = None
+        self._told_too_large = False
+        self._opened_with: str | None = None
+        """The context header of the open connection (what the hub knows)."""
+        self._current = asyncio.Event()
+        """Up, with the hub knowing the current context."""
+        self._switching = False
+        """A reconnect for a new context is under way: requests wait for it."""
+        self._set_header(context)
 
     @property
     def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}", SESSION_HEADER: self.session_id}
+        headers = {"Authorization": f"Bearer {self.token}", SESSION_HEADER: self.session_id}
+        if self._header is not None:
+            headers[CONTEXT_HEADER] = self._header
+        return headers
+
+    # --- the caller context -------------------------------------------------------------------
+
+    def set_context(self, context: CallerContext) -> bool:
+        """Tell the hub the session's caller is now `context`; True when it changed. The link
+        reconnects when no call is in flight (the hub reads the context per connection); once
+        reconnected, `changed` is set as on every connect."""
+        if context == self.context:
+            return False
+        self._set_header(context)
+        if self._stale():
+            self._current.clear()
+        elif self._client is not None and not self._switching:
+            self._current.set()  # back to the context the connection has: nothing to redo
+        self._reconnect_if_idle()
+        return True
+
+    def _set_header(self, context: CallerContext) -> None:
+        self.context = context
+        try:
+            self._header = context.to_header() if context != ANONYMOUS else None
+        except ValueError as e:  # the message gives sizes, never values
+            self._header = None
+            if not self._told_too_large:
+                self._told_too_large = True
+                log.warning("hub link %s: sending no caller context: %s", self.session_id, e)
+
+    def _stale(self) -> bool:
+        """Connected, but the hub has a context older than the current one."""
+        return self._client is not None and self._opened_with != self._header
+
+    def _reconnect_if_idle(self) -> None:
+        if self._stale() and self.in_flight == 0:
+            self._switching = True
+            self._broken.set()  # the owner task leaves `_watch` and reconnects, no backoff
+
+    async def wait_current(self, timeout: float) -> bool:
+        """Wait until the link is up with the current context (the hub knows who the session
+        is for now); False after `timeout` seconds."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._current.wait()
+        return self._current.is_set()
 
     # --- the owner task -----------------------------------------------------------------------
 
@@ -98,10 +168,12 @@ class HubLink:
         """Connect, stay connected, reconnect; until cancelled."""
         delay = BACKOFF_FIRST
         while True:
+            deliberate = False
             try:
                 async with self._connected():
                     delay = BACKOFF_FIRST
                     await self._watch()
+                    deliberate = self._switching
             except asyncio.CancelledError as e:
                 # the transport's task group cancels its host when the hub vanishes; only a
                 # cancellation of this task itself ends the link
@@ -109,9 +181,14 @@ class HubLink:
                 if task is not None and task.cancelling():
                     raise
                 self.last_error = f"the hub connection was torn down ({e!r})"
+                self._switching = False
             except Exception as e:
                 self.last_error = _describe(e)
+                self._switching = False
                 log.debug("hub link %s: %s", self.session_id, self.last_error)
+            if deliberate:
+                log.debug("hub link %s: reconnecting with a new caller context", self.session_id)
+                continue
             if self._was_up:
                 self._was_up = False
                 log.warning("lost the hub (%s); reconnecting", self.last_error)
@@ -120,6 +197,7 @@ class HubLink:
 
     @contextlib.asynccontextmanager
     async def _connected(self) -> AsyncIterator[None]:
+        opened_with = self._header
         http = create_mcp_http_client(headers=self.headers)
         stack = contextlib.AsyncExitStack()
         try:
@@ -137,22 +215,29 @@ class HubLink:
                 )
             )
             self._client = client
+            self._opened_with = opened_with
             self._broken.clear()
             self.connects += 1
             self._was_up = True
+            self._switching = False
             self.up.set()
+            if not self._stale():
+                self._current.set()
             self.changed.set()
             yield
         finally:
             self._client = None
             self.up.clear()
+            self._current.clear()
             # a vanished hub can leave the transport's shutdown waiting on a dead socket
             with contextlib.suppress(Exception, TimeoutError):
                 async with asyncio.timeout(CLOSE_TIMEOUT):
                     await stack.aclose()
 
     async def _watch(self) -> None:
-        """Return when the connection is broken: a failed ping or a failed call says so."""
+        """Return when the connection is broken (a failed ping or a failed call says so), or
+        outdated (a new caller context, no call in flight)."""
+        self._reconnect_if_idle()  # the context changed while this connection opened
         while not self._broken.is_set():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(PING_EVERY):
@@ -189,9 +274,23 @@ class HubLink:
             raise HubUnavailable()
         return self._client
 
-    def _lost(self, e: BaseException) -> HubUnavailable:
+    async def _current_client(self) -> Client:
+        """The client, once the hub knows the current context (a change reconnects first).
+
+        Raises:
+            HubUnavailable: not connected, or still not with the current context after
+                CONTEXT_WAIT seconds (nothing runs under a caller's context after it changed).
+        """
+        if (self._stale() or self._switching) and not await self.wait_current(CONTEXT_WAIT):
+            raise HubUnavailable()
+        return self.client
+
+    def _lost(self, e: BaseException, client: Client | None) -> HubUnavailable:
+        """A request on `client` failed: that connection is broken (not a newer one, when a
+        context change replaced it meanwhile)."""
         self.last_error = _describe(e)
-        self._broken.set()
+        if client is not None and client is self._client:
+            self._broken.set()
         return HubUnavailable()
 
     async def wait_up(self, timeout: float) -> bool:
@@ -206,12 +305,11 @@ class HubLink:
         Raises:
             HubUnavailable: not connected, or the connection broke.
         """
+        client = await self._current_client()
         try:
-            result = await self.client.read_resource(AGENT_VIEW_URI)
-        except HubUnavailable:
-            raise
+            result = await client.read_resource(AGENT_VIEW_URI)
         except Exception as e:
-            raise self._lost(e) from e
+            raise self._lost(e, client) from e
         content = result.contents[0] if result.contents else None
         if not isinstance(content, mcp_types.TextResourceContents):
             raise HubUnavailable("The hub sent no agent view.")
@@ -221,20 +319,19 @@ class HubLink:
     async def tools(self) -> list[mcp_types.Tool]:
         """The hub's whole catalog, page by page: the hub pages it so that no one response has
         to hold every tool (an SSE event has a size limit)."""
+        client = await self._current_client()
         try:
             tools: list[mcp_types.Tool] = []
             cursor: str | None = None
             for _ in range(MAX_PAGES):
-                page = await self.client.list_tools(cursor=cursor)
+                page = await client.list_tools(cursor=cursor)
                 tools.extend(page.tools)
                 if not page.next_cursor or page.next_cursor == cursor:
                     break
                 cursor = page.next_cursor
             return tools
-        except HubUnavailable:
-            raise
         except Exception as e:
-            raise self._lost(e) from e
+            raise self._lost(e, client) from e
 
     async def call(
         self,
@@ -254,21 +351,23 @@ class HubLink:
         task = asyncio.current_task()
         if task is not None:
             self._calls.add(task)
-        self.in_flight += 1
         try:
-            return await self.client.call_tool(
-                name, arguments, progress_callback=progress,
-                meta=cast(mcp_types.RequestParamsMeta, meta) if meta else None,
-            )  # fmt: skip
-        except HubUnavailable:
-            raise
-        except Exception as e:
-            raise self._lost(e) from e
+            client = await self._current_client()  # not counted: a reconnect waits for none
+            self.in_flight += 1
+            try:
+                return await client.call_tool(
+                    name, arguments, progress_callback=progress,
+                    meta=cast(mcp_types.RequestParamsMeta, meta) if meta else None,
+                )  # fmt: skip
+            except Exception as e:
+                raise self._lost(e, client) from e
+            finally:
+                self.in_flight -= 1
+                self._reconnect_if_idle()
+                self.call_finished()
         finally:
             if task is not None:
                 self._calls.discard(task)
-            self.in_flight -= 1
-            self.call_finished()
 
     def cancel_calls(self) -> list[asyncio.Task[Any]]:
         """Cancel every call in flight: the caller hung up. Each call's task tells the hub as
@@ -290,10 +389,15 @@ class HubLink:
 
 @contextlib.asynccontextmanager
 async def linked(
-    url: str, token: str, *, session_id: str, wait: float = 10.0
+    url: str,
+    token: str,
+    *,
+    session_id: str,
+    wait: float = 10.0,
+    context: CallerContext = ANONYMOUS,
 ) -> AsyncIterator[HubLink]:
     """A running link, connected (or HubUnavailable after `wait` seconds), closed on exit."""
-    link = HubLink(url, token, session_id=session_id)
+    link = HubLink(url, token, session_id=session_id, context=context)
     owner = asyncio.create_task(link.run(), name="hub-link")
     try:
         if not await link.wait_up(wait):

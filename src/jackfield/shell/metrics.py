@@ -42,7 +42,7 @@ class _ServerCollector:
         return self._families()
 
     def collect(self) -> Iterable[Metric]:
-        up, state, restarts, tools, queued, voice = self._families()
+        up, state, restarts, tools, queued, voice, overrides = self._families()
         for s in sorted(self._servers(), key=lambda s: s.name):
             up.add_metric([s.name], 1.0 if s.state in SERVING_STATES else 0.0)
             for candidate in SERVER_STATES:
@@ -55,7 +55,10 @@ class _ServerCollector:
                 queued.add_metric([s.name], float(sum(gates.values())))
             for (kind, outcome), count in sorted(s.voice.counts().items()):
                 voice.add_metric([s.name, kind, outcome], float(count))
-        return [up, state, restarts, tools, queued, voice]
+            hidden = s.extra.get("hidden_arguments")  # only servers with hidden arguments
+            if hidden is not None:
+                overrides.add_metric([s.name], float(hidden.get("overridden", 0)))
+        return [up, state, restarts, tools, queued, voice, overrides]
 
     @staticmethod
     def _families() -> tuple[
@@ -64,6 +67,7 @@ class _ServerCollector:
         CounterMetricFamily,
         GaugeMetricFamily,
         GaugeMetricFamily,
+        CounterMetricFamily,
         CounterMetricFamily,
     ]:
         return (
@@ -98,6 +102,12 @@ class _ServerCollector:
                 " cancellation (cancelled), confirmation (yes, no, timeout), elicitation"
                 " (accept, decline, cancel, refused), sampling (refused).",
                 labels=["server", "kind", "outcome"],
+            ),
+            CounterMetricFamily(
+                "jackfield_hidden_argument_overrides",
+                "Hidden argument values the LLM sent and the config overrode (servers with"
+                " tools.arguments only).",
+                labels=["server"],
             ),
         )
 

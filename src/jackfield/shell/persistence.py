@@ -9,27 +9,34 @@ that an SQLite file is still the one opened, and reopen after an outage.
 The reconciler persists its passes through the same object (`applied`, `write`, `record_pass`).
 Every failure comes out as one `StoreUnavailable` and is remembered here until a write succeeds
 again; when the store comes back, `catch_up` listeners are told it missed writes.
+
+`call_record` makes a finished call's audit row: masked by the call's own secrets (its
+connection's, and the values filled into its hidden arguments) and every registered one; of
+its caller context it keeps the identity and the room, in their own columns, and nothing else.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import TypeVar
 
 from sqlalchemy.engine import make_url
 
+from jackfield.core.limits import arguments_hash
 from jackfield.core.planning import Applied, Key, Plan
 from jackfield.core.reconcile import PassRecord
 from jackfield.core.status import ServerStatus, utcnow
 from jackfield.errors import StoreUnavailable
-from jackfield.shell.redaction import redact
-from jackfield.shell.store import AuditRecord, Store, sqlite_file
+from jackfield.shell.redaction import audit_arguments, audit_result, redact
+from jackfield.shell.servers import CallEvent
+from jackfield.shell.store import MAX_CALLER, AuditRecord, Store, sqlite_file
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +57,44 @@ def database_password(url: str) -> list[str]:
         password = make_url(url).password
         return [password] if password else []
     return []
+
+
+def call_record(event: CallEvent, *, full: bool) -> AuditRecord:
+    """The audit row of one call; `full`: its server's audit level is full (arguments and
+    result kept, masked and cut at AUDIT_MAX_CHARS)."""
+    session = event.session
+    return AuditRecord(
+        at=utcnow(),
+        agent_session=session if (session or "").startswith("job-") else None,
+        hub_session=session,
+        server=event.server,
+        tool=event.tool,
+        duration_ms=event.seconds * 1000,
+        outcome=event.outcome,
+        bytes_in=event.bytes_in,
+        bytes_out=event.bytes_out,
+        arguments_hash=arguments_hash(event.arguments),
+        arguments=audit_arguments(event.arguments, event.secrets) if full else None,
+        result=audit_result(event.result_text, event.secrets) if full else None,
+        confirmation=_confirmation(event.confirmation, event.secrets, full=full),
+        caller=None if event.caller is None else event.caller[:MAX_CALLER],
+        room=None if event.room is None else event.room[:MAX_CALLER],
+    )
+
+
+def _confirmation(
+    asked: Mapping[str, str] | None, secrets: frozenset[str], *, full: bool
+) -> str | None:
+    """The row's record of a confirmation: the question and the answer. At `audit: full` the
+    question as it was asked, masked like a result; below, the question without its arguments
+    (they are not kept at that level)."""
+    if asked is None:
+        return None
+    question = asked.get("question") if full else asked.get("asked")
+    if full and question is not None:
+        question = audit_result(question, secrets)
+    record = {"question": question, "answer": asked.get("answer")}
+    return json.dumps({k: v for k, v in record.items() if v})
 
 
 class Persistence:

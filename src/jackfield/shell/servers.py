@@ -3,6 +3,11 @@
 The reconciler applies plans to it (`put`/`remove`, the `LiveTarget` protocol); the hub lists
 `catalog` and forwards calls through `call`; status reads `statuses()`. Catalog changes are
 coalesced to one rebuild per event-loop tick and announced to `listeners`.
+
+Every call carries its session's caller context (core/caller_context.py): a server whose
+`access` does not admit it is refused, `tools.arguments` are filled from it (whatever the LLM
+sent for them is overridden), and an identity-scoped server gets a connection resolved with it
+for that session. Values expanded from it are secrets like the environment's.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -19,13 +25,29 @@ from typing import Any, Literal
 import mcp_types
 
 from jackfield.core import tool_results as results
+from jackfield.core.caller_context import (
+    ANONYMOUS,
+    CallerContext,
+    MissingContext,
+    admits,
+    hidden_servers,
+    with_hidden,
+)
 from jackfield.core.catalog import Catalog, CatalogChange, Entry, build, compare, server_entries
-from jackfield.core.connection import Connection, redact
+from jackfield.core.connection import (
+    Connection,
+    connection_context,
+    identity_scoped,
+    outside_values,
+    redact,
+    resolve,
+)
 from jackfield.core.limits import server_limits
 from jackfield.core.status import ServerStatus, VoiceStatus
 from jackfield.core.voice import CONFIRMATION_META, confirmation_question, tool_title
 from jackfield.shell.call_channel import NO_CHANNEL, CallChannel, VoiceCounts
 from jackfield.shell.gates import Governor, Rejected
+from jackfield.shell.redaction import register_secrets
 from jackfield.shell.stdio import Warden
 from jackfield.shell.supervisor import (
     DEFAULT_TIMING,
@@ -48,9 +70,11 @@ class CallEvent:
     tool: str
     outcome: str
     """ok | error | unavailable | timeout | cancelled | declined | rejected:busy |
-    rejected:rate | rejected:sessions | unknown. `cancelled`: the caller cancelled the call
-    (the upstream request was cancelled too); `declined`: the caller said no (or nothing) when
-    asked to confirm, and no call was made."""
+    rejected:rate | rejected:sessions | rejected:access | rejected:context | unknown.
+    `cancelled`: the caller cancelled the call (the upstream request was cancelled too);
+    `declined`: the caller said no (or nothing) when asked to confirm, and no call was made;
+    `rejected:access`: the server's `access` does not admit the caller; `rejected:context`: a
+    hidden argument or the session's connection needs a context value the session lacks."""
     seconds: float
     bytes_in: int
     bytes_out: int
@@ -58,9 +82,16 @@ class CallEvent:
     result_text: str
     session: str | None
     secrets: frozenset[str]
+    """The connection's secrets and the values filled into hidden arguments: masked wherever
+    the call is recorded."""
     confirmation: Mapping[str, str] | None = None
     """The caller was asked first: {"question": ..., "answer": "yes" | "no" | "timeout",
     "asked": the question without its arguments (for audit rows that keep no arguments)}."""
+    caller: str | None = None
+    """The caller's identity: the one context value the audit trail keeps (with `room`)."""
+    room: str | None = None
+    overridden: tuple[str, ...] = ()
+    """Hidden arguments the LLM sent a value of its own for (names only)."""
 
 
 Refusal = Literal["no", "timeout"]
@@ -132,6 +163,10 @@ class _Call:
     session: str | None
     started: float
     confirmation: Mapping[str, str] | None
+    context: CallerContext = ANONYMOUS
+    secrets: frozenset[str] = frozenset()
+    """Values filled into its hidden arguments."""
+    overridden: tuple[str, ...] = ()
 
 
 def _limited(spec: MCPServerSpec) -> bool:
@@ -148,8 +183,12 @@ class ServerManager:
         process_tree: TreeMode = "auto",
         max_session_processes: int = MAX_SESSION_PROCESSES,
         session_idle: float = SESSION_IDLE,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.timing = timing
+        self.env: Mapping[str, str] = dict(os.environ) if env is None else env
+        """What `${VAR}` expands from in hidden arguments and in identity-scoped sessions'
+        connections: the reconciler's env (app.build sets both)."""
         self.observer = observer
         self.mode: ProtocolMode = mode
         """How supervisors negotiate the protocol (`legacy`: the initialize handshake only)."""
@@ -161,6 +200,13 @@ class ServerManager:
         self.session_idle = session_idle
         self.session_refusals: Counter[str] = Counter()
         """Calls refused per server because `max_session_processes` were open."""
+        self.hidden_overridden: Counter[str] = Counter()
+        """Per server: hidden argument values the LLM sent and the config overrode."""
+        self._opened_with: dict[Supervisor, Mapping[str, str]] = {}
+        """The context an identity-scoped session connection was resolved with."""
+        self._retired: set[Supervisor] = set()
+        """Session connections replaced (their session's context changed) while in use: each
+        stops when its last call ends."""
         self.voice: dict[str, VoiceCounts] = {}
         """Per server: what the voice features saw (progress, cancellations, confirmations,
         elicitations, sampling refusals); its supervisors count into it."""
@@ -183,6 +229,8 @@ class ServerManager:
     async def close(self) -> None:
         """Stop every server in parallel, then the warden."""
         sessions = [s for per in self._sessions.values() for s in per.values()]
+        sessions += self._retired
+        self._retired.clear()
         for timer in self._idle_timers.values():
             timer.cancel()
         self._idle_timers.clear()
@@ -223,6 +271,8 @@ class ServerManager:
     async def _stop_server(self, name: str) -> None:
         supervisor = self._servers.pop(name, None)
         per_session = [per.pop(name) for per in self._sessions.values() if name in per]
+        for stale in per_session:
+            self._opened_with.pop(stale, None)
         for key in [key for key in self._idle_timers if key[1] == name]:
             self._cancel_idle(key)
         self._changed()  # its tools leave the catalog now, not after the (slow) shutdown
@@ -290,8 +340,16 @@ class ServerManager:
                     "open": sum(name in per for per in self._sessions.values()),
                     "refused": self.session_refusals[name],
                 }
+            hidden = s.spec.tools.hidden_names()
+            if hidden:  # names only: the values may come from the caller
+                status.extra["hidden_arguments"] = {
+                    "names": hidden, "overridden": self.hidden_overridden[name]}  # fmt: skip
             out.append(status)
         return out
+
+    def hidden_servers(self, context: CallerContext) -> frozenset[str]:
+        """The servers whose `access` does not admit `context`: their tools are not for it."""
+        return hidden_servers({n: s.spec.access for n, s in self._servers.items()}, context)
 
     def supervisor(self, name: str) -> Supervisor | None:
         return self._servers.get(name)
@@ -306,18 +364,20 @@ class ServerManager:
         session: str | None = None,
         channel: CallChannel = NO_CHANNEL,
         confirmation: Mapping[str, str] | None = None,
+        context: CallerContext = ANONYMOUS,
     ) -> mcp_types.CallToolResult:
         """Call an exposed tool. Never raises for a tool problem: errors come back as results
         whose text is a sentence the agent can say. The server's progress and questions during
         the call go to `channel`; `confirmation` (the caller said yes to this question) goes on
-        the audit row.
+        the audit row. `context` is the session's caller: it decides access, fills the hidden
+        arguments and, for an identity-scoped server, the session's own connection.
 
         Raises:
             asyncio.CancelledError: the caller cancelled; the upstream request is cancelled and
                 the call recorded as `cancelled`.
         """
         started = time.monotonic()
-        call = _Call(name, arguments, session, started, confirmation)
+        call = _Call(name, arguments, session, started, confirmation, context)
         entry = self.catalog.entries.get(name)
         if entry is None:
             return self._finish(None, call, "unknown", error_result(results.unknown_tool(name)))
@@ -325,11 +385,29 @@ class ServerManager:
         if supervisor is None:  # removed since the catalog was built
             return self._finish(None, call, "unknown", error_result(results.unknown_tool(name)))
         call = replace(call, tool=entry.upstream, confirmation=_asked(entry, confirmation))
+        if not admits(supervisor.spec.access, context):
+            text = results.not_available(entry.upstream)
+            return self._finish(supervisor, call, "rejected:access", error_result(text))
+        templates = supervisor.spec.tools.arguments_for(entry.upstream)
+        if templates:
+            try:
+                arguments, overridden = with_hidden(arguments, templates, self.env, context)
+            except MissingContext as e:
+                text = results.missing_context(entry.upstream, e.name)
+                return self._finish(supervisor, call, "rejected:context", error_result(text))
+            filled = outside_values(templates.values(), self.env, context.values())
+            register_secrets(filled)  # before anything can log the arguments
+            self.hidden_overridden[entry.server] += len(overridden)
+            call = replace(call, arguments=arguments, secrets=filled, overridden=overridden)
         if confirmation is not None:
             supervisor.voice["confirmation", "yes"] += 1
         own_session = session if supervisor.spec.scope == "session" else None
         if own_session is not None:
-            own = self._session_supervisor(entry.server, own_session)
+            try:
+                own = self._session_supervisor(entry.server, own_session, context)
+            except KeyError as e:
+                text = results.missing_context(entry.upstream, str(e.args[0]))
+                return self._finish(supervisor, call, "rejected:context", error_result(text))
             if own is None:
                 self.session_refusals[entry.server] += 1
                 text = results.speakable(entry.server, entry.upstream, (
@@ -340,12 +418,17 @@ class ServerManager:
             self._using[supervisor] += 1  # not idle while a call waits for it or runs
         governor = self._governors[entry.server]
         upstream = supervisor
+        sent = arguments
+        # the cache is the server's, over every session; an identity-scoped one answers each
+        # caller as that caller, so one's answer must not be served to another
+        scoped = own_session is not None and identity_scoped(supervisor.spec)
+        keyed = {"arguments": sent, "session": own_session} if scoped else sent
         self.in_flight += 1
         try:
             if own_session is not None:
                 await supervisor.wait_ready(supervisor.spec.timeouts.connect)
             result = await governor.call(
-                entry.upstream, arguments, lambda: upstream.call(entry.upstream, arguments, channel)
+                entry.upstream, keyed, lambda: upstream.call(entry.upstream, sent, channel)
             )
         except Rejected as e:
             return self._finish(supervisor, call, f"rejected:{e.reason}", error_result(str(e)))
@@ -363,7 +446,13 @@ class ServerManager:
         return self._finish(supervisor, call, "error" if result.is_error else "ok", result)
 
     def confirmation_refused(
-        self, name: str, question: str, answer: Refusal, *, session: str | None = None
+        self,
+        name: str,
+        question: str,
+        answer: Refusal,
+        *,
+        session: str | None = None,
+        context: CallerContext = ANONYMOUS,
     ) -> bool:
         """The caller said no (or nothing) when asked to confirm a call of `name`, so it was
         not made: counted for its server, recorded as a `declined` call. False when `name` is
@@ -374,7 +463,7 @@ class ServerManager:
             return False
         supervisor.voice["confirmation", answer] += 1
         asked = _asked(entry, {"question": question[:MAX_QUESTION], "answer": answer})
-        call = _Call(entry.upstream, {}, session, time.monotonic(), asked)
+        call = _Call(entry.upstream, {}, session, time.monotonic(), asked, context)
         text = f"Not called: the caller was asked and the answer was {answer}."
         self._finish(supervisor, call, "declined", error_result(text))
         return True
@@ -388,7 +477,9 @@ class ServerManager:
     ) -> mcp_types.CallToolResult:
         if self.observer is not None:
             text = text_of(result)
-            secrets = supervisor.connection.secrets if supervisor is not None else frozenset()
+            secrets = call.secrets
+            if supervisor is not None:
+                secrets |= supervisor.connection.secrets
             confirmation = call.confirmation
             if confirmation is not None and "question" in confirmation:
                 # the question repeats the arguments: masked like them
@@ -407,24 +498,50 @@ class ServerManager:
                     session=call.session,
                     secrets=secrets,
                     confirmation=confirmation,
+                    caller=call.context.identity,
+                    room=call.context.room,
+                    overridden=call.overridden,
                 )
             )
         return result
 
-    def _session_supervisor(self, server: str, session: str) -> Supervisor | None:
+    def _session_supervisor(
+        self, server: str, session: str, context: CallerContext
+    ) -> Supervisor | None:
         """`scope: session`: a connection of its own per hub session, opened on first use;
-        None when `max_session_processes` are open already."""
+        None when `max_session_processes` are open already. An identity-scoped server's is
+        resolved with the session's context; when that context changed, a new one replaces it.
+
+        Raises:
+            KeyError: the connection names a context value the session lacks (nothing opened).
+        """
+        shared = self._servers[server]
+        values = (connection_context(shared.spec, context.values())
+                  if identity_scoped(shared.spec) else None)  # fmt: skip
         per = self._sessions.get(session, {})
         supervisor = per.get(server)
+        if (
+            supervisor is not None
+            and values is not None
+            and self._opened_with.get(supervisor) != values
+        ):
+            self._cancel_idle((session, server))
+            del per[server]
+            self._retire(supervisor)
+            supervisor = None
         if supervisor is None:
+            connection = shared.connection
+            if values is not None:  # the reconciler made the shared one's cwd absolute: keep it
+                connection = replace(resolve(shared.spec, self.env, values), cwd=connection.cwd)
             if sum(len(p) for p in self._sessions.values()) >= self.max_session_processes:
                 return None
             per = self._sessions.setdefault(session, per)
-            shared = self._servers[server]
             supervisor = Supervisor(
-                server, shared.spec, shared.connection, on_change=lambda: None,
+                server, shared.spec, connection, on_change=lambda: None,
                 warden=self.warden, timing=self.timing, mode=self.mode, voice=shared.voice,
             )  # fmt: skip
+            if values is not None:
+                self._opened_with[supervisor] = values
             supervisor.start()
             per[server] = supervisor
         return supervisor
@@ -433,12 +550,28 @@ class ServerManager:
         per = self._sessions.pop(session, {})
         for server in per:
             self._cancel_idle((session, server))
+        for supervisor in per.values():
+            self._opened_with.pop(supervisor, None)
         await asyncio.gather(*(s.stop() for s in per.values()))
+
+    def _retire(self, supervisor: Supervisor) -> None:
+        """Stop a session connection no longer the session's: now, or when its calls end."""
+        self._opened_with.pop(supervisor, None)
+        if self._using[supervisor]:
+            self._retired.add(supervisor)
+            return
+        task = asyncio.get_running_loop().create_task(supervisor.stop())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     def _release(self, session: str, server: str, supervisor: Supervisor) -> None:
         self._using[supervisor] -= 1
         if self._using[supervisor] <= 0:
             del self._using[supervisor]
+            if supervisor in self._retired:
+                self._retired.discard(supervisor)
+                self._retire(supervisor)
+                return
             self._touch(session, server, supervisor)
 
     def _touch(self, session: str, server: str, supervisor: Supervisor) -> None:
@@ -466,6 +599,4 @@ class ServerManager:
         del per[server]
         if not per:
             del self._sessions[session]
-        task = asyncio.get_running_loop().create_task(supervisor.stop())
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+        self._retire(supervisor)

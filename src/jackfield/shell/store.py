@@ -127,7 +127,11 @@ tool_calls = sa.Table(
     sa.Column("arguments", sa.Text, nullable=True),
     sa.Column("result", sa.Text, nullable=True),
     sa.Column("confirmation", sa.Text, nullable=True),
+    sa.Column("caller", sa.String(255), nullable=True, index=True),
+    sa.Column("room", sa.String(255), nullable=True),
 )
+MAX_CALLER = 255
+"""Characters of a caller identity or room name kept (their columns' size)."""
 
 
 @dataclass(frozen=True)
@@ -135,7 +139,9 @@ class AuditRecord:
     """One tool call. `arguments`/`result` are None unless the server's audit level is full.
     `confirmation` is JSON when the caller was asked first: {"answer": "yes" | "no" |
     "timeout"}, with the "question" too at audit level full (it repeats the arguments); an
-    answer other than yes comes with outcome `declined` (no call was made)."""
+    answer other than yes comes with outcome `declined` (no call was made). `caller` and
+    `room` are the session's caller identity and room (None: the session had none), the only
+    values of a caller context any row keeps."""
 
     at: datetime
     agent_session: str | None
@@ -150,6 +156,8 @@ class AuditRecord:
     arguments: str | None
     result: str | None
     confirmation: str | None = None
+    caller: str | None = None
+    room: str | None = None
 
 
 def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -447,9 +455,15 @@ class Store:
             await self._run(lambda c: c.execute(sa.insert(tool_calls), rows))
 
     async def audit(
-        self, *, server: str | None = None, since: datetime | None = None, limit: int = 1000
+        self,
+        *,
+        server: str | None = None,
+        since: datetime | None = None,
+        limit: int = 1000,
+        caller: str | None = None,
     ) -> list[AuditRecord]:
-        """Tool calls, newest first, optionally of one server and from `since` on."""
+        """Tool calls, newest first, optionally of one server, of one caller identity (exact)
+        and from `since` on."""
 
         def work(connection: Connection) -> list[AuditRecord]:
             query = (
@@ -459,6 +473,8 @@ class Store:
             )
             if server is not None:
                 query = query.where(tool_calls.c.server == server)
+            if caller is not None:
+                query = query.where(tool_calls.c.caller == caller)
             if since is not None:
                 query = query.where(tool_calls.c.at >= since)
             return [_audit_record(r) for r in connection.execute(query).mappings()]

@@ -11,6 +11,11 @@ The console sends what a caller would do:
                        the agent is waiting on (no turn of its own), else a new turn, which
                        first interrupts a turn still running (like talking over the agent)
   {"interrupt": true}  talking over the agent without a turn (`session.interrupt()`)
+  {"participant": {"identity": id, "name": n|null, "attributes": {k: v}}, "metadata"?: text}
+                       the caller joined, or changed its name or attributes: the session's
+                       caller context (core/caller_context.py) is this participant's from now
+                       on, in place of the fake job's stand-in (`mock_user`); `metadata`, when
+                       given, plays the job's dispatch metadata. Strings only.
 
 The job answers with what happened. Times `at` are the job's `time.monotonic()` (one clock for
 every process on Linux):
@@ -30,6 +35,11 @@ every process on Linux):
                                          was answered (accept, decline, cancel)
   {"interrupted": {"at": t}}             the ack of {"interrupt": true}
   {"fallback": reason}, {"updated": ...}, {"update_rejected": message}
+  {"caller": {"identity", "tools", "error"?}}   the answer to {"participant": ...}: the hub link
+                                         carries the new context and the agent's tools are
+                                         what the hub serves that caller (`tools`: their
+                                         names, sorted); `error` when that did not happen in
+                                         time (the tools are then the agent's as they are)
 """
 
 from __future__ import annotations
@@ -39,11 +49,45 @@ import contextlib
 import hmac
 import json
 import secrets
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 MAX_LINE = 1024 * 1024
+JOIN_TIMEOUT = 60.0
+"""Seconds `ConsoleEnd.join` waits for the job's answer (the job gives up after 30)."""
+
+
+@dataclass(frozen=True)
+class PlayedParticipant:
+    """The participant a console plays (`{"participant": ...}`): what CallerContext.of reads
+    of a LiveKit participant."""
+
+    identity: str
+    name: str | None = None
+    attributes: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, message: dict[str, Any]) -> PlayedParticipant:
+        """The participant of a console's message (as `JobChannel.messages` let it through)."""
+        played = message["participant"]
+        return cls(played["identity"], played.get("name"), dict(played.get("attributes") or {}))
+
+    def __repr__(self) -> str:  # who the caller is stays out of logs and tracebacks
+        return "PlayedParticipant(...)"
+
+
+def _is_participant(message: dict[str, Any]) -> bool:
+    played = message.get("participant")
+    if not isinstance(played, dict) or not isinstance(played.get("identity"), str):
+        return False
+    name, attributes = played.get("name"), played.get("attributes") or {}
+    return (
+        (name is None or isinstance(name, str))
+        and isinstance(attributes, dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in attributes.items())
+        and isinstance(message.get("metadata", ""), str)
+    )
 
 
 @dataclass(frozen=True)
@@ -75,12 +119,15 @@ class JobChannel:
             self._writer.write(json.dumps(message).encode() + b"\n")
 
     async def messages(self) -> AsyncIterator[dict[str, Any]]:
-        """What the console sends: `{"user": text}` or `{"interrupt": true}`, until it leaves."""
+        """What the console sends, until it leaves: `{"user": text}`, `{"interrupt": true}` or
+        a well-formed `{"participant": ...}`; anything else is dropped."""
         while line := await self._reader.readline():
             with contextlib.suppress(ValueError):
                 message = json.loads(line)
                 if isinstance(message, dict) and (
-                    isinstance(message.get("user"), str) or message.get("interrupt") is True
+                    isinstance(message.get("user"), str)
+                    or message.get("interrupt") is True
+                    or _is_participant(message)
                 ):
                     yield message
 
@@ -152,6 +199,32 @@ class ConsoleEnd:
     async def interrupt(self) -> None:
         """Talk over the agent (the job answers `{"interrupted": ...}`)."""
         await self._write({"interrupt": True})
+
+    async def join(
+        self,
+        identity: str,
+        *,
+        name: str | None = None,
+        attributes: Mapping[str, str] | None = None,
+        metadata: str | None = None,
+        timeout: float = JOIN_TIMEOUT,
+    ) -> dict[str, Any]:
+        """Play the participant `identity` joining (or, again, changing its name or attributes;
+        `metadata` plays the job's dispatch metadata). Returns the job's `caller` answer once
+        its agent follows (`{"identity", "tools", "error"?}`); the job's messages before that
+        answer are skipped.
+
+        Raises:
+            ConnectionError: the job went away first.
+            TimeoutError: no answer in `timeout` seconds.
+        """
+        played: dict[str, Any] = {"identity": identity, "name": name,
+                                  "attributes": dict(attributes or {})}  # fmt: skip
+        message: dict[str, Any] = {"participant": played}
+        if metadata is not None:
+            message["metadata"] = metadata
+        await self._write(message)
+        return dict((await self.until("caller", timeout))["caller"])
 
     async def _write(self, message: dict[str, Any]) -> None:
         self._writer.write(json.dumps(message).encode() + b"\n")

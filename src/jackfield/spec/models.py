@@ -323,6 +323,63 @@ class ToolsSpec(_Model):
             return exact
         return next((o for glob, o in self.overrides.items() if fnmatchcase(tool, glob)), None)
 
+    arguments: dict[str, str | dict[str, str]] = Field(
+        default_factory=dict,
+        description="Hidden arguments: set by the config in every call, removed from the"
+        " schema the LLM sees; what the LLM sends for one is overridden. A string value is an"
+        " argument of every tool; a mapping under a tool name or glob holds arguments of the"
+        " tools it matches (exact name, else the first glob; over the shared ones)."
+        " ${caller.identity} and the other context names expand per call (docs/config.md).",
+    )
+
+    def arguments_for(self, tool: str) -> dict[str, str]:
+        """The hidden arguments of one upstream tool, unexpanded: the ones every tool gets,
+        then those of its exact key, else of the first glob that matches it."""
+        shared = {k: v for k, v in self.arguments.items() if isinstance(v, str)}
+        keyed = {k: v for k, v in self.arguments.items() if isinstance(v, dict)}
+        own = keyed.get(tool)
+        if own is None:
+            own = next((v for glob, v in keyed.items() if fnmatchcase(tool, glob)), {})
+        return {**shared, **own}
+
+    def hidden_names(self) -> list[str]:
+        """Every hidden argument's name, over every tool pattern."""
+        names: set[str] = set()
+        for key, value in self.arguments.items():
+            names.update(value if isinstance(value, dict) else (key,))
+        return sorted(names)
+
+
+class CallerSelector(_Model):
+    """One entry of `access.callers`: a caller matches when every field given matches."""
+
+    identity: Glob | None = Field(None, description="Glob on the caller's identity.")
+    attributes: dict[str, Glob] = Field(
+        default_factory=dict,
+        description="Globs on the caller's attributes; an attribute the caller lacks never"
+        " matches.",
+    )
+    room: Glob | None = Field(None, description="Glob on the room's name.")
+
+    @model_validator(mode="after")
+    def _something_to_match(self) -> CallerSelector:
+        if self.identity is None and not self.attributes and self.room is None:
+            raise FieldError(
+                "identity", "a caller selector needs identity, attributes or room to match"
+            )
+        return self
+
+
+class AccessSpec(_Model):
+    """Who may use a server's tools. Sessions whose caller matches no selector do not see
+    its tools (nor its prompt), and a call from one is refused."""
+
+    callers: list[CallerSelector] = Field(
+        min_length=1,
+        description="Selectors on the caller context; any one that matches admits the"
+        " caller (set enabled: false to hide a server from everyone).",
+    )
+
 
 class TimeoutsSpec(_Model):
     """Deadlines, in seconds."""
@@ -390,6 +447,9 @@ class MCPServerSpec(_Model):
         None,
         description="Ask the caller before a call: never, destructive, always; default"
         " the agent's confirm. tools.overrides may set it per tool.",
+    )
+    access: AccessSpec | None = Field(
+        None, description="Who may use this server's tools; everyone when absent."
     )
     audit: Literal["metadata", "full"] = Field(
         "metadata",
