@@ -88,13 +88,14 @@ class Worker:
     async def run(self) -> None:
         """Run until cancelled; a worker that cannot reach LiveKit ends `Failed` (no raise)."""
         import livekit.plugins.openai  # noqa: F401  (registers the plugin: preloaded below)
-        from livekit.agents import AgentServer
+
+        from jackfield.shell.livekit_server import DrainingAgentServer
 
         o = self.options
         extra: dict[str, Any] = {}
         if o.idle_processes is not None:
             extra["num_idle_processes"] = o.idle_processes
-        server = AgentServer(
+        server = DrainingAgentServer(
             ws_url=o.ws_url or "", api_key=o.api_key, api_secret=o.api_secret, port=0,
             max_retry=o.max_retry, preload_modules=PRELOAD, **extra,
         )  # fmt: skip
