@@ -29,10 +29,11 @@ from jackfield.shell.persistence import call_record
 from jackfield.shell.servers import CallEvent
 from jackfield.shell.text_link import ConsoleEnd
 from tests.conftest import REPO
-from tests.support.jobs import PIPELINE_AGENT, TURN, job_worker, tool_calls
+from tests.support.jobs import PIPELINE_AGENT, REALTIME_AGENT, TURN, job_worker, tool_calls
 from tests.support.live import TOKEN, Stack, live_stack
 from tests.support.manager import serving
 from tests.support.openai_stub import OpenAIStub
+from tests.support.realtime_stub import RealtimeStub
 from tests.test_console import console, console_env
 
 pytestmark = pytest.mark.timeout(240)
@@ -91,7 +92,9 @@ def llm_tools(request: dict[str, Any]) -> dict[str, Any]:
 
 
 @contextlib.asynccontextmanager
-async def callers_stack(config_dir: Path, tmp_path: Path) -> AsyncIterator[Callers]:
+async def callers_stack(
+    config_dir: Path, tmp_path: Path, agent: str = PIPELINE_AGENT
+) -> AsyncIterator[Callers]:
     records = {n: tmp_path / f"{n}.jsonl" for n in ("mine", "tenant", "shared", "acme")}
     tenant_flags = ("--header", "X-Tenant", "--record", str(records["tenant"]))
     async with serving("http", *tenant_flags, module="tests.servers.caller") as (url, _):
@@ -110,7 +113,7 @@ async def callers_stack(config_dir: Path, tmp_path: Path) -> AsyncIterator[Calle
                 "  tools:\n    include: [orders, whoami]\n"
                 "    overrides: {whoami: {confirm: always}}\n")),
         }  # fmt: skip
-        (config_dir / "agent.yaml").write_text(PIPELINE_AGENT)
+        (config_dir / "agent.yaml").write_text(agent)
         for name, text in servers.items():
             (config_dir / "servers.d" / f"{name}.yaml").write_text(text)
         async with live_stack(config_dir) as stack, OpenAIStub() as openai:
@@ -237,6 +240,43 @@ async def test_caller_jobs_the_context_follows_the_caller_and_a_refused_call_is_
     assert (refusal.server, refusal.caller, refusal.room) == ("acme", "bob", "room-b")
     row = call_record(refusal, full=False)
     assert (row.outcome, row.caller, row.room) == ("rejected:access", "bob", "room-b")
+
+
+async def test_caller_jobs_a_realtime_session_gets_its_callers_tools_and_hidden_arguments(
+    config_dir: Path, tmp_path: Path
+) -> None:
+    """The same per-caller view on the Realtime API: what the session offers the model follows
+    the caller, and the hidden argument is neither offered nor the model's to choose."""
+
+    def offered(realtime: RealtimeStub) -> dict[str, Any]:
+        for session in reversed(realtime.session_updates):
+            if "tools" in session:
+                return {str(t.get("name")): t for t in session["tools"] or []}
+        return {}
+
+    async with (
+        callers_stack(config_dir, tmp_path, REALTIME_AGENT) as callers,
+        RealtimeStub() as realtime,
+        job_worker(callers.stack.hub.url, TOKEN, callers.openai, realtime) as jobs,
+    ):
+        end = await jobs.start("room-r")
+        joined = await end.join("bob", name="Bob", attributes={"tenant": "globex"})
+        assert "error" not in joined, joined
+        await realtime.wait_until(lambda: "shared_lookup" in offered(realtime), timeout=TURN)
+        tools = offered(realtime)
+        assert not any(name.startswith("acme_") for name in tools), sorted(tools)
+        assert "user_id" not in tools["shared_lookup"]["parameters"].get("properties", {})
+        tried = {"user_id": "mallory", "query": "rt"}
+        shared = only(await end.turn(f"call shared_lookup {json.dumps(tried)}", TURN))
+        assert shared["output"] == "user_id=bob query=rt", shared
+
+        moved = await end.join("bob", name="Bob", attributes={"tenant": "acme"})
+        assert "error" not in moved, moved
+        await realtime.wait_until(lambda: "acme_orders" in offered(realtime), timeout=TURN)
+        orders = only(await end.turn('call acme_orders {"query": "rt-acme"}', TURN))
+        assert orders["output"] == "orders user_id= tenant= query=rt-acme", orders
+    assert [r["arguments"]["user_id"] for r in recorded(callers.records["shared"], "lookup")] == [
+        "bob"]  # fmt: skip
 
 
 async def test_caller_jobs_console_plays_the_caller_it_is_told(
