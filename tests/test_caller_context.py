@@ -20,11 +20,10 @@ from jackfield.core.caller_context import (
     MissingContext,
     admits,
     name_problem,
-    refers_to_context,
     with_hidden,
     without_hidden,
 )
-from jackfield.core.connection import identity_scoped, redact, resolve
+from jackfield.core.connection import context_names, identity_scoped, redact, resolve
 from jackfield.core.expansion import expand, problems
 from jackfield.spec.models import AccessSpec, MCPServerSpec, ToolsSpec
 
@@ -220,7 +219,8 @@ def test_only_session_servers_naming_the_caller_are_identity_scoped() -> None:
     )
     remote = {"transport": "http", "url": "https://x/${caller.attributes.tenant}/mcp"}
     assert identity_scoped(_session_server(**remote))
-    assert refers_to_context(["a ${room.name}"]) and not refers_to_context(["${HOME}", "$${a.b}"])
+    named = _session_server(env={"A": "a ${room.name}", "B": "${HOME}", "C": "$${a.b}"})
+    assert context_names(named) == ("room.name",)
 
 
 def test_caller_names_are_never_environment_variables() -> None:

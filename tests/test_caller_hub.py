@@ -8,7 +8,6 @@ import base64
 import contextlib
 import json
 import logging
-import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,8 +17,6 @@ import aiohttp
 import mcp_types
 import pytest
 from mcp import Client
-from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
 
 from jackfield.core.agent_view import AGENT_VIEW_URI, EVENTS_PATH, PROMPT_NAME, SESSION_HEADER
 from jackfield.core.caller_context import (
@@ -34,7 +31,7 @@ from jackfield.core.loading import SourceFile
 from jackfield.shell.hub_sessions import Views
 from jackfield.shell.servers import CallEvent
 from tests.conftest import REPO
-from tests.support.clients import Heard, text
+from tests.support.clients import Heard, hub_client, process_gone, text
 from tests.support.controller import until
 from tests.support.live import TOKEN, Stack, echo_server, live_stack
 
@@ -84,18 +81,8 @@ async def caller_client(
     heard: Heard | None = None,
 ) -> AsyncIterator[Client]:
     """A plain MCP SDK client of the hub, its requests carrying `context` (None: no header)."""
-    http = create_mcp_http_client(
-        headers={"Authorization": f"Bearer {TOKEN}", **headers_of(context, session)}
-    )
-    async with (
-        http,
-        Client(
-            streamable_http_client(stack.hub.url, http_client=http),
-            mode=mode,
-            cache=None,
-            message_handler=heard,
-        ) as client,
-    ):
+    headers = headers_of(context, session)
+    async with hub_client(stack.hub.url, mode=mode, headers=headers, on_message=heard) as client:
         yield client
 
 
@@ -116,14 +103,6 @@ async def agent_view(client: Client) -> dict[str, Any]:
     assert isinstance(contents, mcp_types.TextResourceContents)
     view: dict[str, Any] = json.loads(contents.text)
     return view
-
-
-def process_gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
 
 
 @pytest.fixture

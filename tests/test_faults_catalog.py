@@ -30,10 +30,9 @@ from jackfield.core.status import ServerStatus
 from jackfield.shell.hub_link import linked
 from tests.conftest import REPO
 from tests.servers.launch import spawn
-from tests.support.clients import text
+from tests.support.clients import hub_client, text
 from tests.support.controller import until
 from tests.support.live import TOKEN, Stack, echo_server, live_stack
-from tests.test_hub import hub_client
 from tests.test_hub_faults import raw_session
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(90)]

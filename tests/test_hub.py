@@ -4,24 +4,18 @@ MCP server processes behind it (tests/servers/echo.py)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Literal
 
 import aiohttp
 import mcp_types
 import pytest
 from mcp import Client
-from mcp.client.session import MessageHandlerFnT
-from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 
 from jackfield.shell.hub import PROMPT_NAME, SESSION_HEADER
-from tests.support.clients import Heard, text
+from tests.support.clients import Heard, hub_client, process_gone, text
 from tests.support.controller import until
 from tests.support.live import TOKEN, Stack, echo_server, echo_stack, live_stack
 
@@ -54,37 +48,6 @@ def prompt_doc(name: str, text: str, order: int = 0) -> str:
         f"apiVersion: jackfield/v1\nkind: Prompt\nmetadata: {{name: {name}}}\n"
         f"spec: {{text: {text}, order: {order}}}\n"
     )
-
-
-@contextlib.asynccontextmanager
-async def hub_client(
-    url: str,
-    *,
-    mode: Literal["legacy", "auto"] = "legacy",
-    token: str = TOKEN,
-    headers: dict[str, str] | None = None,
-    on_message: MessageHandlerFnT | None = None,
-) -> AsyncIterator[Client]:
-    """A plain MCP SDK client of the hub, the way any MCP client would connect."""
-    http = create_mcp_http_client(headers={"Authorization": f"Bearer {token}", **(headers or {})})
-    async with (
-        http,
-        Client(
-            streamable_http_client(url, http_client=http),
-            mode=mode,
-            cache=None,
-            message_handler=on_message,
-        ) as client,
-    ):
-        yield client
-
-
-def process_gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
 
 
 @pytest.fixture

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from typing import Any, Literal
 
 import mcp_types
-from mcp.client.session import IncomingMessage
+from mcp import Client
+from mcp.client.session import IncomingMessage, MessageHandlerFnT
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+
+from tests.support.live import TOKEN
 
 
 def text(result: mcp_types.CallToolResult) -> str:
@@ -33,3 +41,34 @@ class Heard:
 
     def count(self, kind: type[Any]) -> int:
         return sum(isinstance(m, kind) for m in self.messages)
+
+
+@contextlib.asynccontextmanager
+async def hub_client(
+    url: str,
+    *,
+    mode: Literal["legacy", "auto"] = "legacy",
+    token: str = TOKEN,
+    headers: dict[str, str] | None = None,
+    on_message: MessageHandlerFnT | None = None,
+) -> AsyncIterator[Client]:
+    """A plain MCP SDK client of the hub, the way any MCP client would connect."""
+    http = create_mcp_http_client(headers={"Authorization": f"Bearer {token}", **(headers or {})})
+    async with (
+        http,
+        Client(
+            streamable_http_client(url, http_client=http),
+            mode=mode,
+            cache=None,
+            message_handler=on_message,
+        ) as client,
+    ):
+        yield client
+
+
+def process_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False

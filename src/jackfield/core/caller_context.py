@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
 
-from jackfield.core.expansion import expand, is_context_name, references
+from jackfield.core.expansion import expand
 from jackfield.spec.models import AccessSpec, CallerSelector
 
 CONTEXT_HEADER = "x-jackfield-context"
@@ -133,10 +133,6 @@ class CallerContext:
         identity, name, room, metadata = texts
         return cls(identity, name, attributes, room, metadata)
 
-    def secrets(self) -> frozenset[str]:
-        """Every value: each is a secret once expanded into a connection or an argument."""
-        return frozenset(self.values().values())
-
 
 ANONYMOUS = CallerContext()
 """The context of a session that sent none."""
@@ -168,11 +164,6 @@ def name_problem(name: str) -> str | None:
         if name.startswith(prefix) and len(name) > len(prefix):
             return None
     return f"unknown context name {name!r}: known are {', '.join(CONTEXT_NAMES)}"
-
-
-def refers_to_context(texts: Collection[str]) -> bool:
-    """Whether any of `texts` names the caller context."""
-    return any(is_context_name(r.name) for t in texts for r in references(t))
 
 
 # --- who may use a server -----------------------------------------------------------------------

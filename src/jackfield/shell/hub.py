@@ -272,8 +272,6 @@ class ToolHub:
         self.refused_sessions = 0
         """New hub sessions refused because `max_sessions` were open."""
         self.snapshot: Snapshot | None = None
-        self.instructions = ""
-        self.instructions_revision: str | None = None
         self.cooldown = RealtimeCooldown()
         self.fallbacks: Counter[str] = Counter()
         """Sessions that moved to the fallback pipeline, by reason."""
@@ -310,6 +308,15 @@ class ToolHub:
     def view(self) -> AgentView | None:
         """The agent view of a caller every server admits (None before a config is applied)."""
         return self._views.full.view
+
+    @property
+    def instructions(self) -> str:
+        """The effective instructions of that view ("" before a config is applied)."""
+        return self.view.instructions if self.view is not None else ""
+
+    @property
+    def instructions_revision(self) -> str | None:
+        return self.view.instructions_revision if self.view is not None else None
 
     def tools(self) -> list[mcp_types.Tool]:
         """Every tool the agent gets, all pages, whoever the caller: built once per change."""
@@ -521,10 +528,6 @@ class ToolHub:
         if moved.tools:
             self._announce(tools=True, prompts=False)
         if moved.prompts:
-            view = self._views.full.view
-            assert view is not None
-            self.instructions = view.instructions
-            self.instructions_revision = view.instructions_revision
             self._announce(tools=False, prompts=True)
 
     # --- what jobs report -------------------------------------------------------------------------
