@@ -100,6 +100,9 @@ async def test_sigterm_lets_a_slow_tool_call_finish_then_exits_clean(tmp_path: P
         assert len(processes) >= 2, f"the warden and the echo server: {processes}"
 
         async with hub_client(jackfield.hub_url, hub_may_stop=True) as client:
+            # as an agent does: list first. An unlisted tool makes the SDK's call_tool list the
+            # tools after the result, a request that races the hub's exit once the call is done
+            assert "echo_slow" in {tool.name for tool in (await client.list_tools()).tools}
             call = asyncio.create_task(client.call_tool("echo_slow", {"seconds": 2}))
             await asyncio.to_thread(
                 jackfield.until,
