@@ -26,7 +26,7 @@ from jackfield.core.redaction import MASK
 from jackfield.shell.servers import ServerManager, text_of
 from tests.conftest import JACKFIELD, REPO
 from tests.support.manager import checked_manager, ready, serving, stdio_spec
-from tests.support.process import hub_client, jackfield_run, plain_config, poll
+from tests.support.process import Jackfield, hub_client, jackfield_run, plain_config, poll
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(120)]
 
@@ -153,6 +153,13 @@ def crash_stored(path: Path) -> bool:
         return any(error for (error,) in db.execute(query))
 
 
+def surface(jackfield: Jackfield, *shown: str) -> dict[str, str]:
+    """The status documents of a running jackfield by path: /status, /status/servers/NAME for
+    each name in `shown`, and each other path in it as is (`/metrics`)."""
+    paths = ["/status"] + [n if n.startswith("/") else f"/status/servers/{n}" for n in shown]
+    return {path: jackfield.get(path)[1].decode() for path in paths}
+
+
 def server(status: dict[str, Any], name: str) -> dict[str, Any]:
     found: dict[str, Any] = next(s for s in status["servers"] if s["name"] == name)
     return found
@@ -189,11 +196,7 @@ async def test_a_secret_in_every_form_reaches_no_status_log_line_or_row(tmp_path
                 lambda s: server(s, "crashy")["last_error"] and server(s, "leaky")["stderr_tail"],
                 what="the crashing server's error and the leaky server's stderr in status",
             )
-            responses = {
-                path: jackfield.get(path)[1].decode()
-                for path in ("/status", "/status/servers/leaky", "/status/servers/crashy",
-                             "/status/servers/remote")
-            }  # fmt: skip
+            responses = surface(jackfield, "leaky", "crashy", "remote")
             dashboard = jackfield.get("/")[1].decode()
             cli = subprocess.run(
                 [str(JACKFIELD), "status", "--json", "--url",
@@ -294,11 +297,7 @@ async def test_a_secret_from_the_caller_context_reaches_no_status_log_line_or_ro
                 poll, lambda: all(audit_rows(db, n) for n in ("scoped", "hidden", "remote")),
                 what="audit rows of the three calls",
             )  # fmt: skip
-            responses = {
-                path: jackfield.get(path)[1].decode()
-                for path in ("/status", "/status/servers/scoped", "/status/servers/hidden",
-                             "/status/servers/remote", "/metrics")
-            }  # fmt: skip
+            responses = surface(jackfield, "scoped", "hidden", "remote", "/metrics")
             dashboard = jackfield.get("/")[1].decode()
             assert jackfield.stop() == 0
 

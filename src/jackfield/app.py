@@ -76,6 +76,8 @@ class Controller:
             group.create_task(self.reconciler.run(), name="reconciler")
             if self.watcher is not None:
                 group.create_task(self.watcher.run(), name="watcher")
+                files = self.reconciler.files
+                group.create_task(files.watch(self.reconciler.trigger), name="secret-files")
 
 
 async def _first_of(waiting: Awaitable[None], runner: asyncio.Task[None]) -> None:
@@ -118,6 +120,7 @@ def build(
         parse_budget=settings.parse_budget,
     )  # fmt: skip
     manager.env = reconciler.env  # hidden arguments and identity-scoped sessions expand alike
+    manager.resolver = reconciler.current_connection
     reconciler.listeners.append(hub.set_snapshot)
     watcher = None
     if watch:
@@ -325,6 +328,7 @@ class App:
                 self._tasks = [
                     spawn(self.reconciler.run(), name="reconciler"),
                     spawn(self.watcher.run(), name="watcher"),
+                    spawn(self.reconciler.files.watch(self.reconciler.trigger), name="secrets"),
                     spawn(self.persistence.run(), name="store"),
                     spawn(self._publish_sessions(), name="metrics"),
                 ]

@@ -7,6 +7,11 @@ A snapshot with any error applies nothing: the last applied one keeps running an
 Stalled with every error. Runtime failures of a server stay that server's business.
 What a pass does and the status it leaves are pure decisions (`core.reconcile`); this module
 carries them out.
+
+Secret files (`${file:/path}`, shell/secret_files.py) are read afresh by every pass. Whether
+each can be read is part of what a pass looks at (a file that vanishes is a validation error);
+what they hold is not part of the revision: a new value is a rotation. After each pass, every
+server whose connection resolves to new values gets them (`LiveTarget.rotate`), and only it.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -23,6 +28,7 @@ from typing import Literal, Protocol
 
 from jackfield.core.connection import Connection, resolve
 from jackfield.core.desired import ParseCache, Snapshot
+from jackfield.core.expansion import file_paths
 from jackfield.core.loading import Budget
 from jackfield.core.planning import Applied, Change, Key, Plan, plan
 from jackfield.core.reconcile import (
@@ -40,6 +46,7 @@ from jackfield.core.reconcile import (
 )
 from jackfield.core.status import Condition, ConfigStatus, Outcome, utcnow
 from jackfield.errors import ConfigError, StoreUnavailable
+from jackfield.shell.secret_files import FileEnvironment, SecretFiles
 from jackfield.shell.sources import Scan, git_commit, scan
 from jackfield.spec.models import MCPServerSpec
 
@@ -57,6 +64,9 @@ class LiveTarget(Protocol):
     ) -> None: ...
 
     async def remove(self, name: str) -> None: ...
+
+    async def rotate(self, name: str, connection: Connection) -> None:
+        """The same spec with new secret values (a secret file changed)."""
 
 
 class PassStore(Protocol):
@@ -82,6 +92,22 @@ class PassResult:
     seconds: float = 0.0
 
 
+class _Latest(Mapping[str, str]):
+    """A view of the newest pass's environment, for whoever holds on to `Reconciler.env`."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.current = env
+
+    def __getitem__(self, key: str) -> str:
+        return self.current[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.current)
+
+    def __len__(self) -> int:
+        return len(self.current)
+
+
 class Reconciler:
     """Owns the applied snapshot and the config status; `run()` is its only long-lived task."""
 
@@ -100,7 +126,10 @@ class Reconciler:
         """`store`: where passes are persisted (None: nowhere). `parse_budget`: seconds a pass
         may spend reading and loading the files; past it the pass is refused."""
         self.config_dir = config_dir
-        self.env = env
+        self.files = SecretFiles(config_dir, env)
+        self.env = _Latest(self.files.environment())
+        """The environment of the last pass (secret files as it read them): what hidden
+        arguments and identity-scoped connections expand from."""
         self.target = target
         self.persistence = store
         self.instance_id = instance_id
@@ -116,6 +145,10 @@ class Reconciler:
         self.listeners: list[Callable[[Snapshot], None]] = []
         self.pass_listeners: list[Callable[[PassResult], None]] = []
         self._parsed: ParseCache = {}
+        self._readable = ""
+        """`FileEnvironment.digest()` of the last pass: which secret files could be read."""
+        self._given: dict[str, Connection] = {}
+        """The connection each live server was last given."""
         self._wake = asyncio.Event()
         self._first_pass = asyncio.Event()
         self.resyncs = 0
@@ -170,9 +203,11 @@ class Reconciler:
         started, started_at = time.perf_counter(), utcnow()
         # the whole read (scan, parse, snapshot) runs in a thread, so a heavy config costs the
         # event loop nothing; passes are single-flight, so the parse cache has one user
-        found, decision, retry = await asyncio.to_thread(self._look)
+        found, decision, retry, env = await asyncio.to_thread(self._look)
         if not isinstance(decision, Apply):
             self.memory = remember(self.memory, decision)
+            # the applied snapshot keeps running, with whatever its secret files hold now
+            await self._rotate(env)
             if retry:  # not the files' fault: the next trigger or resync tries them again
                 self.memory = replace(self.memory, refused_digest=None)
             self.status = after_pass(self.status, decision, utcnow())
@@ -181,8 +216,9 @@ class Reconciler:
             return await self._refused(decision, started, started_at)
         snapshot, live_plan = decision.snapshot, decision.live_plan
         self.status = mark_reconciling(self.status, snapshot.revision, utcnow())
-        await self._apply_live(snapshot, live_plan)
+        await self._apply_live(snapshot, live_plan, env)
         self.memory = remember(self.memory, decision)
+        await self._rotate(env)
         assert found is not None  # an Apply comes with its scan
         commit = await asyncio.to_thread(git_commit, found.root)
         store_changes = await self._persist(snapshot, commit, started_at)
@@ -204,50 +240,97 @@ class Reconciler:
         )
         return result
 
-    def _look(self) -> tuple[Scan | None, Skip | Refuse | Apply, bool]:
+    def _look(self) -> tuple[Scan | None, Skip | Refuse | Apply, bool, FileEnvironment]:
         """Scan and decide within the time budget: (scan, decision, whether a refusal is worth
-        retrying with the same files). Runs in a worker thread; never raises: whatever goes
-        wrong is a refused pass with the reason, so status never says Ready over a failure."""
+        retrying with the same files, the environment it saw). Runs in a worker thread; never
+        raises: whatever goes wrong is a refused pass with the reason, so status never says
+        Ready over a failure."""
         deadline = time.monotonic() + self.parse_budget
+        env = self.files.environment()
 
         def expired() -> bool:
             return time.monotonic() > deadline
 
         try:
+            readable = env.digest()
+            if readable != self._readable:  # what loading a file says may differ now
+                self._parsed.clear()
+                self._readable = readable
             # one budget for the scan and the load: a scan out of time loads nothing
             budget = Budget(expired=expired, seconds=self.parse_budget)
             found = scan(self.config_dir, budget=budget)
             decision = decide(
-                found.files, found.errors, self.env, self.memory,
-                allow_empty=self.allow_empty, cache=self._parsed, budget=budget,
+                found.files, found.errors, env, self.memory, allow_empty=self.allow_empty,
+                cache=self._parsed, budget=budget, inputs=readable,
             )  # fmt: skip
         except Exception as e:  # a bug must not leave the last status standing
             log.exception("reading the config failed")
             error = ConfigError(".", 1, 1, f"reading the config failed: {type(e).__name__}: {e}")
             digest = files_digest({}, [error])
             message = f"reading the config failed; revision {self._kept()} keeps running"
-            return None, Refuse(digest, digest, "ValidationFailed", message, (error,)), True
-        return found, decision, isinstance(decision, Refuse) and expired()
+            return None, Refuse(digest, digest, "ValidationFailed", message, (error,)), True, env
+        # every file the config text names (a disabled server's, a comment's too: watching
+        # one more costs nothing), so the watch set also shrinks when a reference goes
+        named = (p for f in found.files for p in file_paths(f.data.decode("utf-8", "replace")))
+        self.files.settle(env, referenced=named)
+        return found, decision, isinstance(decision, Refuse) and expired(), env
 
     def _kept(self) -> str:
         return self.memory.snapshot.revision if self.memory.snapshot is not None else "none"
 
-    async def _apply_live(self, snapshot: Snapshot, live_plan: Plan) -> None:
+    async def _apply_live(
+        self, snapshot: Snapshot, live_plan: Plan, env: Mapping[str, str]
+    ) -> None:
         """Deletes first, then updates, then creates (the plan is ordered that way)."""
+        self.env.current = env
         for change in live_plan.effective:
             if change.kind != "MCPServer":
                 continue
             if change.action == "delete":
                 await self.target.remove(change.name)
+                self._given.pop(change.name, None)
             else:
                 spec = snapshot.servers[change.name].document.spec
-                await self.target.put(
-                    change.name, spec, self._connection(spec), reconnect=change.reconnect
-                )
+                connection = self._connection(spec, env)
+                await self.target.put(change.name, spec, connection, reconnect=change.reconnect)
+                if change.reconnect or change.name not in self._given:
+                    self._given[change.name] = connection
 
-    def _connection(self, spec: MCPServerSpec) -> Connection:
+    async def _rotate(self, env: Mapping[str, str]) -> None:
+        """Give every server whose secret files changed its new values, and only those."""
+        snapshot = self.memory.snapshot
+        if snapshot is None:
+            return
+        self.env.current = env
+        for name, given in list(self._given.items()):
+            placed = snapshot.servers.get(name)
+            if placed is None or not given.files:
+                continue
+            try:
+                connection = self._connection(placed.document.spec, env)
+            except KeyError:  # unreadable now: the pass says so, the server keeps its values
+                continue
+            if connection != given:
+                log.info("server %s: a secret file changed; rotating its credentials", name)
+                self._given[name] = connection
+                await self.target.rotate(name, connection)
+
+    def current_connection(self, name: str) -> Connection | None:
+        """`name`'s connection resolved now, its secret files read again (after a 401: did a
+        file rotate before the watcher said so?). None when nothing changed or it cannot be."""
+        snapshot, given = self.memory.snapshot, self._given.get(name)
+        placed = snapshot.servers.get(name) if snapshot is not None else None
+        if placed is None or given is None or not given.files:
+            return None
+        try:
+            connection = self._connection(placed.document.spec, self.files.environment())
+        except KeyError:
+            return None
+        return None if connection == given else connection
+
+    def _connection(self, spec: MCPServerSpec, env: Mapping[str, str]) -> Connection:
         """Expanded transport parameters; a relative `cwd` is relative to the config dir."""
-        connection = resolve(spec, self.env)
+        connection = resolve(spec, env)
         if connection.cwd is not None and not Path(connection.cwd).is_absolute():
             connection = replace(connection, cwd=str((self.config_dir / connection.cwd).resolve()))
         return connection

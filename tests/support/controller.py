@@ -37,6 +37,10 @@ class MemoryTarget:
         self.servers.pop(name, None)
         self.calls.append(("remove", name, True))
 
+    async def rotate(self, name: str, connection: Connection) -> None:
+        self.connections[name] = connection
+        self.calls.append(("rotate", name, False))
+
     @property
     def reconnects(self) -> list[str]:
         return [name for op, name, reconnect in self.calls if reconnect]

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from jackfield.core.desired import Snapshot, build_snapshot
 from jackfield.errors import ConfigError, ConfigInvalid
 from jackfield.settings import Settings, environment
+from jackfield.shell.secret_files import SecretFiles
 from jackfield.shell.sources import scan
 
 
@@ -42,7 +44,13 @@ def load(root: Path) -> Snapshot:
         ConfigInvalid: every error found.
     """
     found = scan(root)
-    return build_snapshot(found.files, environment(), found.errors)
+    return build_snapshot(found.files, environment_of(root), found.errors)
+
+
+def environment_of(root: Path) -> Mapping[str, str]:
+    """What `${...}` expands from for the config in `root`: the process environment, and the
+    secret files (`${file:...}`) read as `jackfield run` reads them."""
+    return SecretFiles(root, environment()).environment()
 
 
 def load_or_report(root: Path) -> Snapshot | None:

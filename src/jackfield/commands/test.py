@@ -14,13 +14,20 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jackfield.commands._common import ConfigInvalid, add_dir_argument, config_dir, load, shown_path
-from jackfield.core.connection import resolve
+from jackfield.commands._common import (
+    ConfigInvalid,
+    add_dir_argument,
+    config_dir,
+    environment_of,
+    load,
+    shown_path,
+)
+from jackfield.core.connection import redact, resolve
 from jackfield.core.status import SERVING_STATES
-from jackfield.settings import environment
 
 if TYPE_CHECKING:  # the manager (and the SDK behind it) loads only when this command runs
     from jackfield.core.catalog import Entry
@@ -84,8 +91,9 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         arguments = _arguments(args.args) if args.call else {}
-        spec = _spec(args.name, config_dir(args), args.timeout)
-        return asyncio.run(_test(args.name, spec, args.call, arguments))
+        root = config_dir(args)
+        spec = _spec(args.name, root, args.timeout)
+        return asyncio.run(_test(args.name, spec, args.call, arguments, environment_of(root)))
     except Failure as e:
         print(f"jackfield test: {e}", file=sys.stderr)
         return 1
@@ -126,13 +134,19 @@ def _spec(name: str, root: Path, timeout: float | None) -> MCPServerSpec:
     return spec.model_copy(update=update) if update else spec
 
 
-async def _test(name: str, spec: MCPServerSpec, call: str | None, arguments: dict[str, Any]) -> int:
+async def _test(
+    name: str,
+    spec: MCPServerSpec,
+    call: str | None,
+    arguments: dict[str, Any],
+    env: Mapping[str, str],
+) -> int:
     from jackfield.shell.servers import ServerManager
 
     try:
-        connection = resolve(spec, environment())
+        connection = resolve(spec, env)
     except KeyError as e:
-        raise Failure(f"environment variable {e.args[0]} is not set") from None
+        raise Failure(f"{e.args[0]} cannot be expanded (unset, or an unreadable file)") from None
     async with ServerManager() as manager:
         settled = asyncio.Event()
 
@@ -156,6 +170,7 @@ async def _test(name: str, spec: MCPServerSpec, call: str | None, arguments: dic
             (e for e in manager.catalog.entries.values() if e.server == name),
             key=lambda e: e.name,
         )
+        _report_auth(supervisor)
         if supervisor.state not in SERVING_STATES:
             _report_failure(supervisor, seconds)
             return 1
@@ -186,6 +201,24 @@ def _report_ready(
         print(f"withheld ({len(withheld)}):")
         for note in withheld:
             print(f"  {note}")
+
+
+def _report_auth(supervisor: Supervisor) -> None:
+    """The auth flow step by step (discovery, token, expiry), then its outcome; no secret is
+    in either (a token endpoint's words are masked like the server's)."""
+    credentials = supervisor.credentials
+    status = credentials.auth_status if credentials is not None else None
+    if credentials is None or status is None:
+        return
+    secrets = supervisor.connection.secrets
+    print(f"auth ({status.kind}):")
+    for step in credentials.steps:
+        print(f"  {redact(step, secrets)}")
+    shown = status.to_json()
+    if shown["expires_at"] is not None:
+        print(f"  token expires at {shown['expires_at']}")
+    if status.last_outcome not in (None, "ok"):
+        print(f"  last outcome: {redact(status.last_outcome or '', secrets)}")
 
 
 def _report_failure(supervisor: Supervisor, seconds: float) -> None:

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from jackfield.core.expansion import Secret, expand, is_context_name, references
+from jackfield.core.expansion import Secret, expand, file_paths, is_context_name, references
 from jackfield.core.redaction import MIN_SECRET_LENGTH, redact
-from jackfield.spec.models import MCPServerSpec
+from jackfield.spec.models import MCPServerSpec, OAuthSpec
 
 CONNECTION_FIELDS = (
     "enabled",
@@ -23,17 +23,50 @@ CONNECTION_FIELDS = (
     "cwd",
     "url",
     "headers",
+    "auth",
     "scope",
     "timeouts.connect",
 )
 
 __all__ = [
-    "CONNECTION_FIELDS", "Connection", "connection_context", "context_names", "identity_scoped",
-    "outside_values", "redact", "resolve",
+    "CONNECTION_FIELDS", "Bearer", "Connection", "OAuthClient", "connection_context",
+    "context_names", "identity_scoped", "outside_values", "redact", "resolve", "secret_files",
 ]  # fmt: skip
 
 MIN_REDACTED_LENGTH = MIN_SECRET_LENGTH
 """Expanded values shorter than this are not redacted from output: it would mangle text."""
+
+
+@dataclass(frozen=True)
+class Bearer:
+    """A static token, sent as `Authorization: Bearer <token>`."""
+
+    token: Secret
+    kind: str = "bearer"
+
+
+@dataclass(frozen=True)
+class OAuthClient:
+    """An OAuth client that gets its own tokens (shell/oauth.py), its secrets expanded."""
+
+    grant: str
+    client_id: Secret
+    client_secret: Secret | None
+    refresh_token: Secret | None
+    token_url: str | None
+    issuer: str | None
+    scopes: tuple[str, ...]
+    resource: str | None
+    audience: str | None
+    auth_method: str
+    refresh_before: float
+
+    @property
+    def kind(self) -> str:
+        return f"oauth:{self.grant}"
+
+
+Auth = Bearer | OAuthClient
 
 
 @dataclass(frozen=True)
@@ -49,13 +82,34 @@ class Connection:
     headers: Mapping[str, Secret]
     connect_timeout: float
     secrets: frozenset[str] = field(repr=False)
-    """Values that came from the environment, to redact from anything shown."""
+    """Values that came from the environment or from files, to redact from anything shown."""
+    auth: Auth | None = None
+    files: tuple[str, ...] = ()
+    """The secret files (`${file:...}`, as written) the connection reads."""
+
+
+def _oauth_texts(oauth: OAuthSpec) -> list[str]:
+    values = (oauth.client_id, oauth.client_secret, oauth.refresh_token, oauth.token_url,
+              oauth.issuer, oauth.resource, oauth.audience)  # fmt: skip
+    return [v for v in values if v is not None]
 
 
 def _texts(spec: MCPServerSpec) -> list[str]:
     """The connection's fields that expand."""
+    auth = spec.auth
+    auth_texts = [] if auth is None else [auth.bearer] if auth.bearer else []
+    if auth is not None and auth.oauth is not None:
+        auth_texts = _oauth_texts(auth.oauth)
     return [*spec.args, *spec.env.values(), *spec.headers.values(),
-            *([spec.url] if spec.url is not None else [])]  # fmt: skip
+            *([spec.url] if spec.url is not None else []), *auth_texts]  # fmt: skip
+
+
+def secret_files(spec: MCPServerSpec) -> tuple[str, ...]:
+    """The files the connection reads (`${file:...}`, as written), in order of appearance;
+    none for a disabled server, which is never connected."""
+    if not spec.enabled:
+        return ()
+    return tuple(dict.fromkeys(p for t in _texts(spec) for p in file_paths(t)))
 
 
 def context_names(spec: MCPServerSpec) -> tuple[str, ...]:
@@ -111,6 +165,25 @@ def resolve(
     def secret(text: str) -> Secret:
         return Secret(expand(text, env, context))
 
+    def maybe(text: str | None) -> Secret | None:
+        return secret(text) if text is not None else None
+
+    def plain(text: str | None) -> str | None:
+        return expand(text, env, context) if text is not None else None
+
+    auth: Auth | None = None
+    if spec.auth is not None and spec.auth.bearer is not None:
+        auth = Bearer(Secret(secret(spec.auth.bearer).reveal().strip()))
+    elif spec.auth is not None and spec.auth.oauth is not None:
+        o = spec.auth.oauth
+        auth = OAuthClient(
+            grant=o.grant, client_id=secret(o.client_id), client_secret=maybe(o.client_secret),
+            refresh_token=maybe(o.refresh_token), token_url=plain(o.token_url),
+            issuer=plain(o.issuer), scopes=tuple(o.scopes), resource=plain(o.resource),
+            audience=plain(o.audience), auth_method=o.auth_method,
+            refresh_before=o.refresh_before,
+        )  # fmt: skip
+
     return Connection(
         transport=spec.transport,
         command=spec.command,
@@ -123,4 +196,6 @@ def resolve(
         headers={k: Secret(secret(v).reveal().strip()) for k, v in spec.headers.items()},
         connect_timeout=spec.timeouts.connect,
         secrets=outside_values(_texts(spec), env, context),
+        auth=auth,
+        files=secret_files(spec),
     )

@@ -227,6 +227,9 @@ def _server(s: ServerStatus) -> str:
         rows.append(("Withheld", "<br>".join(_e(w) for w in s.withheld)))
     if s.voice.any:
         rows.append(("Voice", _voice(s.voice)))
+    auth = s.extra.get("auth")
+    if auth is not None:
+        rows.append(("Auth", _auth(auth)))
     description = f'<p class="muted">{_e(s.description)}</p>' if s.description else ""
     stderr = (
         f'<details><summary class="muted">stderr</summary><pre>{_e(s.stderr_tail)}</pre></details>'
@@ -239,6 +242,19 @@ def _server(s: ServerStatus) -> str:
         f'<span class="badge {badge}">{_e(s.state)}</span></div>'
         f"{description}{_facts(rows)}{stderr}</section>"
     )
+
+
+def _auth(auth: dict[str, Any]) -> str:
+    """The kind, the token's expiry and the last outcome; never a token (status has none)."""
+    parts = [_e(auth["kind"])]
+    if auth.get("expires_at"):
+        parts.append(f"token expires {_e(auth['expires_at'])}")
+    outcome = auth.get("last_outcome")
+    if outcome and outcome != "ok":
+        parts.append(f'<span class="err">{_e(outcome)}</span>')
+    elif outcome == "ok":
+        parts.append(f"{_e(auth.get('refreshes', 0))} token(s), last refresh ok")
+    return "; ".join(parts)
 
 
 def _voice(v: VoiceStatus) -> str:

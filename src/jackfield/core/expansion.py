@@ -1,5 +1,10 @@
 """`${VAR}` and `${VAR:-default}` expansion, as in docker compose; `$${` is a literal `${`.
 
+`${file:/path}` is the content of a file (a mounted Secret), its trailing newlines trimmed. The
+shell reads it (shell/secret_files.py) and hands it in with the environment, under the key
+`file:/path` (`file_key`): expanding stays a lookup. A relative path is relative to the config
+dir. A file reference takes no default: a secret that is missing is an error, not "".
+
 A dotted name (`${caller.identity}`, `${caller.attributes.tenant}`) is a name of the session's
 caller context (core/caller_context.py), never an environment variable: no shell variable has a
 dot. It expands from the context of the session the value is for; with no session (the
@@ -18,7 +23,8 @@ from dataclasses import dataclass
 
 _TOKEN = re.compile(
     r"\$\$\{"  # escaped: literal "${"
-    r"|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_.-]+)?)(?::-(?P<default>[^}]*))?\}"
+    r"|\$\{(?P<name>file:[^}\s]+?"  # a file (no blanks; a default is refused)
+    r"|[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_.-]+)?)(?::-(?P<default>[^}]*))?\}"
     r"|\$\{(?P<bad>[^}]*)\}?"  # anything else after "${" is malformed
 )
 
@@ -71,9 +77,31 @@ def references(text: str) -> list[Reference]:
     ]
 
 
+FILE_PREFIX = "file:"
+
+
+def is_file_name(name: str) -> bool:
+    """A `${file:...}` reference's name (`file:/path`)."""
+    return name.startswith(FILE_PREFIX)
+
+
+def file_key(path: str) -> str:
+    """The key a file's content is found under in the environment handed to expansion."""
+    return FILE_PREFIX + path
+
+
+def file_path(name: str) -> str:
+    return name.removeprefix(FILE_PREFIX)
+
+
+def file_paths(text: str) -> list[str]:
+    """The files a text refers to, as written."""
+    return [file_path(r.name) for r in references(text) if is_file_name(r.name)]
+
+
 def is_context_name(name: str) -> bool:
     """A name of the caller context (it has a dot), not an environment variable."""
-    return "." in name
+    return "." in name and not is_file_name(name)
 
 
 def problems(
@@ -91,10 +119,23 @@ def problems(
             found.append(
                 ExpansionProblem(
                     m.start(),
-                    f"malformed reference {m.group(0)!r}: use ${{NAME}} or ${{NAME:-default}}"
-                    " (write $${ for a literal ${)",
+                    f"malformed reference {m.group(0)!r}: use ${{NAME}}, ${{NAME:-default}} or"
+                    " ${file:/path} (write $${ for a literal ${)",
                 )
             )
+        elif m["name"] is not None and is_file_name(m["name"]):
+            if m["default"] is not None:
+                found.append(
+                    ExpansionProblem(m.start(), "a ${file:...} reference takes no default")
+                )
+            elif m["name"] not in env:
+                found.append(
+                    ExpansionProblem(
+                        m.start(),
+                        f"cannot read secret file {file_path(m['name'])}: missing, or not"
+                        " readable by jackfield",
+                    )
+                )
         elif m["name"] is not None and is_context_name(m["name"]):
             if context is not None:
                 found.append(ExpansionProblem(m.start(), f"${{{m['name']}}} {context}"))

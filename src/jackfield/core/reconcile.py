@@ -123,9 +123,12 @@ def file_digests(files: Sequence[SourceFile]) -> dict[str, bytes]:
     return {f.path: hashlib.sha256(f.data).digest() for f in files}
 
 
-def files_digest(digests: Mapping[str, bytes], errors: Sequence[ConfigError]) -> str:
-    """Identifies the raw input of a pass, so an unchanged broken config is not retried."""
-    h = hashlib.sha256()
+def files_digest(
+    digests: Mapping[str, bytes], errors: Sequence[ConfigError], inputs: str = ""
+) -> str:
+    """Identifies the raw input of a pass, so an unchanged broken config is not retried.
+    `inputs`: what else decides what the files load to (which secret files can be read)."""
+    h = hashlib.sha256(inputs.encode())
     for path in sorted(digests):
         h.update(path.encode() + b"\0" + digests[path])
     for e in errors:
@@ -152,10 +155,12 @@ def decide(
     allow_empty: bool = False,
     cache: ParseCache | None = None,
     budget: Budget | None = None,
+    inputs: str = "",
 ) -> Skip | Refuse | Apply:
-    """What one pass does with these files. `cache` and `budget` are `build_snapshot`'s."""
+    """What one pass does with these files. `cache` and `budget` are `build_snapshot`'s;
+    `inputs` is `files_digest`'s."""
     digests = file_digests(files)
-    digest = files_digest(digests, read_errors)
+    digest = files_digest(digests, read_errors, inputs)
     if digest == memory.refused_digest:
         return Skip(digest, digest, refused=True)
     applied = memory.snapshot

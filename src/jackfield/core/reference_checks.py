@@ -1,6 +1,7 @@
 """Where each `${...}` may stand: the checks the loader runs on every document. Pure.
 
-Environment variables must be set where they expand (a connection's fields, hidden arguments);
+Environment variables must be set, and secret files (`${file:/path}`) readable, where they
+expand (a connection's fields, its auth, hidden arguments);
 caller context names (`${caller.identity}`) need a caller, so they work only where there is
 one: a `scope: session` server's connection and `tools.arguments`. Texts the LLM reads as they
 are written (instructions, prompts) expand nothing. Run on raw data, valid or not: a document
@@ -68,7 +69,17 @@ def _connection_texts(spec: dict[Any, Any]) -> list[tuple[Path, str]]:
     texts: list[tuple[Path, Any]] = [(("spec", "url"), spec.get("url"))]
     for name in ("args", "env", "headers"):
         texts += [(("spec", name, k), v) for k, v in _items(spec.get(name))]
+    auth = spec.get("auth")
+    if isinstance(auth, dict):
+        texts.append((("spec", "auth", "bearer"), auth.get("bearer")))
+        oauth = auth.get("oauth")
+        if isinstance(oauth, dict):
+            texts += [(("spec", "auth", "oauth", k), v) for k, v in oauth.items() if k in _OAUTH]
     return [(where, t) for where, t in texts if isinstance(t, str)]
+
+
+_OAUTH = ("clientId", "clientSecret", "refreshToken", "tokenUrl", "issuer", "resource", "audience")
+"""The fields of `auth.oauth` that expand."""
 
 
 def _argument_texts(spec: dict[Any, Any]) -> list[tuple[Path, str]]:

@@ -42,7 +42,7 @@ class _ServerCollector:
         return self._families()
 
     def collect(self) -> Iterable[Metric]:
-        up, state, restarts, tools, queued, voice, overrides = self._families()
+        up, state, restarts, tools, queued, voice, overrides, tokens, expiry = self._families()
         for s in sorted(self._servers(), key=lambda s: s.name):
             up.add_metric([s.name], 1.0 if s.state in SERVING_STATES else 0.0)
             for candidate in SERVER_STATES:
@@ -58,7 +58,13 @@ class _ServerCollector:
             hidden = s.extra.get("hidden_arguments")  # only servers with hidden arguments
             if hidden is not None:
                 overrides.add_metric([s.name], float(hidden.get("overridden", 0)))
-        return [up, state, restarts, tools, queued, voice, overrides]
+            auth = s.extra.get("auth")  # only servers with spec.auth
+            if auth is not None and auth["kind"].startswith("oauth"):
+                tokens.add_metric([s.name, "ok"], float(auth["refreshes"]))
+                tokens.add_metric([s.name, "failed"], float(auth["failures"]))
+                if auth.get("expires_at_seconds") is not None:
+                    expiry.add_metric([s.name], float(auth["expires_at_seconds"]))
+        return [up, state, restarts, tools, queued, voice, overrides, tokens, expiry]
 
     @staticmethod
     def _families() -> tuple[
@@ -69,6 +75,8 @@ class _ServerCollector:
         GaugeMetricFamily,
         CounterMetricFamily,
         CounterMetricFamily,
+        CounterMetricFamily,
+        GaugeMetricFamily,
     ]:
         return (
             GaugeMetricFamily(
@@ -107,6 +115,17 @@ class _ServerCollector:
                 "jackfield_hidden_argument_overrides",
                 "Hidden argument values the LLM sent and the config overrode (servers with"
                 " tools.arguments only).",
+                labels=["server"],
+            ),
+            CounterMetricFamily(
+                "jackfield_auth_token_requests",
+                "OAuth token requests per server (servers with spec.auth.oauth): outcome ok"
+                " (a token obtained) or failed (refused or unreachable).",
+                labels=["server", "outcome"],
+            ),
+            GaugeMetricFamily(
+                "jackfield_auth_token_expiry_timestamp_seconds",
+                "When the server's current OAuth access token expires (Unix time).",
                 labels=["server"],
             ),
         )

@@ -218,6 +218,9 @@ class ServerManager:
         self._flush_scheduled = False
         self.warden = Warden(process_tree)
         self.in_flight = 0
+        self.resolver: Callable[[str], Connection | None] = lambda name: None
+        """A server's connection resolved anew, its secret files read now (the reconciler's,
+        set by app.build): what credentials try after a 401."""
 
     async def __aenter__(self) -> ServerManager:
         await self.warden.start()
@@ -262,6 +265,28 @@ class ServerManager:
         supervisor.start()
         self._changed()
 
+    async def rotate(self, name: str, connection: Connection) -> None:
+        """New secret values for a server's connection (a secret file changed). An HTTP
+        server takes them from its next request on; a stdio or WebSocket one reconnects (its
+        session connections too, as they finish their calls)."""
+        current = self._servers.get(name)
+        if current is None:
+            return
+        if not current.rotate(connection):
+            await self.put(name, current.spec, connection, reconnect=True)
+            return
+        for per in self._sessions.values():
+            session = per.get(name)
+            if session is None:
+                continue
+            values = self._opened_with.get(session)
+            own = connection
+            if values is not None:
+                own = replace(resolve(current.spec, self.env, values), cwd=connection.cwd)
+            if not session.rotate(own):
+                del per[name]
+                self._retire(session)
+
     async def remove(self, name: str) -> None:
         await self._stop_server(name)
         self._governors.pop(name, None)
@@ -282,6 +307,7 @@ class ServerManager:
         return Supervisor(
             name, spec, connection, on_change=self._changed, warden=self.warden,
             timing=self.timing, mode=self.mode, voice=self.voice.setdefault(name, Counter()),
+            fresh=lambda: self.resolver(name),
         )  # fmt: skip
 
     # --- catalog ------------------------------------------------------------------------------

@@ -48,7 +48,7 @@ from jackfield.core.connection import Connection
 from jackfield.core.failures import failure_of
 from jackfield.core.lifecycle import DEFAULT_TIMING, Life, Timing
 from jackfield.core.status import SERVING_STATES, ServerState, ServerStatus, utcnow
-from jackfield.errors import ConnectionLost, SessionExpired
+from jackfield.errors import ConnectionLost, PermanentError, SessionExpired
 from jackfield.shell.call_channel import (
     NO_CHANNEL,
     NO_QUESTIONS,
@@ -59,6 +59,7 @@ from jackfield.shell.call_channel import (
     VoiceCounts,
     calling_now,
 )
+from jackfield.shell.credentials import Credentials
 from jackfield.shell.redaction import redact, redact_tree, register_secrets
 from jackfield.shell.stdio import Tail, Warden
 from jackfield.shell.transports import Link, connect, short
@@ -117,7 +118,10 @@ class Supervisor:
         timing: Timing = DEFAULT_TIMING,
         mode: ProtocolMode = "auto",
         voice: VoiceCounts | None = None,
+        fresh: Callable[[], Connection | None] = lambda: None,
     ) -> None:
+        """`fresh`: this server's connection resolved anew (its secret files read now), for
+        the credentials to try after a 401."""
         self.name = name
         self.spec = spec
         self.connection = connection
@@ -128,6 +132,11 @@ class Supervisor:
         # before any connect can log the URL, args or headers these values are in
         register_secrets(connection.secrets)
         self.tail = Tail(secrets=connection.secrets)
+        self.credentials = (
+            Credentials(name, connection, fresh=fresh, adopt=self._adopt)
+            if connection.transport != "stdio"
+            else None
+        )
         self.life: Life = lifecycle.start(spec.enabled, _now())
         self.calls_in_flight = 0
         self.voice: VoiceCounts = voice if voice is not None else Counter()
@@ -174,6 +183,25 @@ class Supervisor:
                 task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         self._served = None
+        if self.credentials is not None:
+            await self.credentials.aclose()
+
+    def rotate(self, connection: Connection) -> bool:
+        """New values for the same connection fields (a secret file changed). An HTTP server
+        gets them from its next request on, keeping its session: True. Anything else needs a
+        reconnect (a process's env, a WebSocket's handshake): False, the manager restarts it."""
+        if self.credentials is None or connection.transport == "websocket":
+            return False
+        self._adopt(connection)
+        return True
+
+    def _adopt(self, connection: Connection) -> None:
+        """Take new values of the connection into the credentials (the next request's)."""
+        register_secrets(connection.secrets)
+        self.connection = connection
+        self.tail.secrets = connection.secrets
+        assert self.credentials is not None
+        self.credentials.rotate(connection)
 
     def update(self, spec: MCPServerSpec) -> None:
         """A change that needs no reconnect (filters, prompt, limits, call timeout)."""
@@ -237,6 +265,8 @@ class Supervisor:
             extra["protocol_version"] = redact(self.protocol, secrets)
         if self.pid is not None:
             extra["pid"] = self.pid
+        if self.credentials is not None and self.credentials.auth_status is not None:
+            extra["auth"] = self.credentials.auth_status.to_json()
         life = self.life
         return ServerStatus(
             name=self.name,
@@ -405,7 +435,9 @@ class Supervisor:
         try:
             while not self._stopping:
                 self._enter(lifecycle.Connect(listed=bool(self.tools)))
-                link = self._link = Link(self.connection, wake=self._wake.set)
+                link = self._link = Link(
+                    self.connection, wake=self._wake.set, credentials=self.credentials
+                )
                 error: Exception | None = None
                 try:
                     async with connect(
@@ -471,6 +503,8 @@ class Supervisor:
                 self._wake.clear()
                 if self._stopping:
                     return
+                if link.fatal is not None:
+                    raise PermanentError(link.fatal)
                 if link.lost is not None:
                     raise ConnectionLost(link.lost)
                 if link.expired:

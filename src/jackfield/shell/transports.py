@@ -47,6 +47,7 @@ from jackfield.core.catalog import UpstreamTool
 from jackfield.core.connection import Connection, redact
 from jackfield.core.failures import Fault, Tag, describe
 from jackfield.errors import ConnectionLost, PermanentError, SessionExpired, TemporaryError
+from jackfield.shell.credentials import Credentials, CredentialsAuth
 from jackfield.shell.stdio import MAX_LINE, StdioTransport, Tail, Warden, describe_exit
 from jackfield.shell.websocket import websocket_client
 
@@ -172,6 +173,9 @@ class Link:
     connection: Connection
     wake: Callable[[], None]
     """Told when `lost` or `expired` is set: whoever serves the connection should look."""
+    credentials: Credentials | None = None
+    """What each HTTP request carries (the supervisor's, across its connections); None: the
+    connection's own headers, fixed."""
     phase: Phase = "connecting"
     client: Client | None = None
     """Set once the handshake is done."""
@@ -182,6 +186,8 @@ class Link:
     protocol: str | None = None
     lost: str | None = None
     """How the connection ended underneath us (the process exited, the stream closed)."""
+    fatal: str | None = None
+    """Why it can never work as configured (the credentials were refused): Failed."""
     expired: bool = False
     """The HTTP server forgot our session: reconnect."""
     expiries: int = 0
@@ -213,6 +219,30 @@ class Link:
                 deadline.reschedule(asyncio.get_running_loop().time())
         self.wake()
 
+    def refused(self, status: int) -> None:
+        """The server refused our credentials (after one retry with new ones)."""
+        self.http_status = status
+
+    def auth_failed(self, error: Exception) -> None:
+        """Getting a token failed: refused credentials end the connection for good."""
+        if isinstance(error, PermanentError):
+            self.fatal = str(error)
+            self.wake()
+        else:
+            self.ended(str(error))
+
+    def auth(self) -> httpx2.Auth | None:
+        if self.credentials is None:
+            return None
+        return CredentialsAuth(self.credentials, self.refused, self.auth_failed)
+
+    async def headers(self) -> dict[str, str]:
+        """The headers of a handshake that cannot be retried (WebSocket): with a token got
+        beforehand, discovered from the server's well-known metadata if need be."""
+        if self.credentials is None:
+            return _headers(self.connection)
+        return await self.credentials.headers(eager=True)
+
     def expire(self) -> None:
         """Have the connection renewed (its HTTP session is gone)."""
         self.expired = True
@@ -229,6 +259,8 @@ class Link:
         status = response.status_code
         if status < 400:
             return
+        if status in (401, 403) and self.credentials is not None:
+            return  # CredentialsAuth retries a 401 first, and tells `refused` if that failed
         if self.phase == "connecting" or status in (401, 403):
             self.http_status = status
         if self.phase != "serving":
@@ -424,7 +456,9 @@ def stdio(link: Link, tail: Tail, warden: Warden | None) -> StdioTransport:
 async def streamable_http(link: Link) -> AsyncIterator[Any]:
     c = link.connection
     timeout = httpx2.Timeout(c.connect_timeout, read=300.0)
-    http = create_mcp_http_client(headers=_headers(c), timeout=timeout)
+    auth = link.auth()
+    headers = _headers(c) if auth is None else None  # else the auth puts them on each request
+    http = create_mcp_http_client(headers=headers, timeout=timeout, auth=auth)
     http.event_hooks["response"].append(link.on_response)
     async with (
         http,
@@ -447,14 +481,24 @@ def sse(link: Link) -> AbstractAsyncContextManager[Any]:
         return http
 
     c = link.connection
+    auth = link.auth()
     return sse_client(
-        _url(c), headers=_headers(c), timeout=c.connect_timeout, httpx_client_factory=client
+        _url(c),
+        headers=_headers(c) if auth is None else None,
+        timeout=c.connect_timeout,
+        auth=auth,
+        httpx_client_factory=client,
     )
 
 
-def websocket(link: Link) -> AbstractAsyncContextManager[Any]:
+@contextlib.asynccontextmanager
+async def websocket(link: Link) -> AsyncIterator[Any]:
     c = link.connection
-    return websocket_client(_url(c), _headers(c), timeout=c.connect_timeout, on_closed=link.ended)
+    headers = await link.headers()
+    async with websocket_client(
+        _url(c), headers, timeout=c.connect_timeout, on_closed=link.ended
+    ) as streams:
+        yield streams
 
 
 def _url(c: Connection) -> str:

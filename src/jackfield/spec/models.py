@@ -399,9 +399,99 @@ class LimitsSpec(CallLimits):
     )
 
 
+class OAuthSpec(_Model):
+    """An OAuth 2 client that gets its own access tokens, unattended (docs/config.md "Auth")."""
+
+    grant: Literal["client_credentials", "refresh_token"] = Field(
+        "client_credentials",
+        description="client_credentials: the client's own credentials buy each token."
+        " refresh_token: a token a person authorized once ahead of time (refreshToken) buys"
+        " them; a rotated refresh token is kept in memory.",
+    )
+    client_id: str = Field(min_length=1, description="The OAuth client ID; ${VAR} expands.")
+    client_secret: str | None = Field(
+        None,
+        description="The client secret (${VAR} or ${file:/path}); needed for"
+        " client_credentials, optional for a public client's refresh_token.",
+    )
+    refresh_token: str | None = Field(
+        None, description="refresh_token only: the refresh token (${VAR} or ${file:/path})."
+    )
+    token_url: str | None = Field(
+        None,
+        description="The token endpoint; discovered from the server when absent (its 401,"
+        " protected resource metadata RFC 9728, then authorization server metadata RFC 8414).",
+    )
+    issuer: str | None = Field(
+        None,
+        description="Pins the authorization server the credentials may be sent to: discovery"
+        " that leads to any other issuer fails.",
+    )
+    scopes: list[Annotated[str, StringConstraints(min_length=1, pattern=r"^\S+$")]] = Field(
+        default_factory=list, description="Scopes to ask for; none: the server's default."
+    )
+    resource: str | None = Field(
+        None,
+        description="The resource indicator (RFC 8707) sent with token requests; default the"
+        " resource the server's metadata names, else its URL.",
+    )
+    audience: str | None = Field(
+        None, description="An `audience` parameter for the token request (Auth0 and others)."
+    )
+    auth_method: Literal["client_secret_basic", "client_secret_post"] = Field(
+        "client_secret_basic", description="How the client secret goes to the token endpoint."
+    )
+    refresh_before: Seconds = Field(
+        60.0,
+        description="Seconds before a token expires that it is replaced (at most half its"
+        " lifetime, for short-lived tokens).",
+    )
+
+    @model_validator(mode="after")
+    def _grant_has_its_credentials(self) -> OAuthSpec:
+        if self.grant == "client_credentials" and self.client_secret is None:
+            raise FieldError("clientSecret", "grant client_credentials needs 'clientSecret'")
+        if self.grant == "refresh_token" and self.refresh_token is None:
+            raise FieldError("refreshToken", "grant refresh_token needs 'refreshToken'")
+        if self.grant == "client_credentials" and self.refresh_token is not None:
+            raise FieldError("refreshToken", "'refreshToken' applies to grant refresh_token only")
+        for name in ("token_url", "issuer"):
+            url = getattr(self, name)
+            if url is not None and not url.startswith("${") and not _HTTP_URL.match(url):
+                raise FieldError(to_camel(name), f"'{to_camel(name)}' must be an http(s) URL")
+        return self
+
+
+class AuthSpec(_Model):
+    """How jackfield authenticates to a remote server: exactly one of bearer and oauth."""
+
+    bearer: str | None = Field(
+        None,
+        min_length=1,
+        description="A static token sent as `Authorization: Bearer ...`; ${VAR} or"
+        " ${file:/path} (re-read when the file changes).",
+    )
+    oauth: OAuthSpec | None = Field(None, description="Tokens got and refreshed by jackfield.")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> AuthSpec:
+        if (self.bearer is None) == (self.oauth is None):
+            raise FieldError(
+                "oauth" if self.oauth is not None else "bearer",
+                "auth takes exactly one of 'bearer' and 'oauth'",
+            )
+        return self
+
+    @property
+    def kind(self) -> str:
+        if self.oauth is not None:
+            return f"oauth:{self.oauth.grant}"
+        return "bearer"
+
+
 Transport = Literal["stdio", "http", "sse", "websocket"]
 _STDIO_ONLY = ("command", "args", "env", "cwd")
-_REMOTE_ONLY = ("url", "headers")
+_REMOTE_ONLY = ("url", "headers", "auth")
 
 
 class MCPServerSpec(_Model):
@@ -428,6 +518,11 @@ class MCPServerSpec(_Model):
     url: str | None = Field(None, description="http/sse/websocket: the endpoint.")
     headers: dict[str, str] = Field(
         default_factory=dict, description="http/sse/websocket: request headers; ${VAR} expands."
+    )
+    auth: AuthSpec | None = Field(
+        None,
+        description="http/sse/websocket: a bearer token or an OAuth client (instead of an"
+        " Authorization header).",
     )
     tools: ToolsSpec = Field(default_factory=ToolsSpec, description="Tool filter and naming.")
     prompt: str | None = Field(
@@ -479,6 +574,12 @@ class MCPServerSpec(_Model):
                     "url", f"'url' must start with {scheme} for transport {self.transport}"
                 )
             wrong = [f for f in _STDIO_ONLY if f in given]
+            if self.auth is not None and any(h.lower() == "authorization" for h in self.headers):
+                raise FieldError(
+                    "auth",
+                    "auth and an Authorization header both set the same header: keep one"
+                    " (auth.bearer is the header's shorthand)",
+                )
         if wrong:
             raise FieldError(
                 to_camel(wrong[0]),
