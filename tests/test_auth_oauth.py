@@ -20,6 +20,7 @@ from typing import Any
 import httpx2
 import pytest
 
+from jackfield.core.connection import resolve
 from jackfield.shell.servers import ServerManager, text_of
 from tests.conftest import JACKFIELD
 from tests.servers.launch import spawn
@@ -175,6 +176,12 @@ async def test_auth_a_revoked_client_fails_the_server_with_the_reason_and_no_ret
         assert auth["last_outcome"].startswith("refused: ") and auth["failures"] == 1
         assert CLIENT_SECRET not in json.dumps(auth)
 
+        # new values for its secrets (the reconciler's rotation) bring it back
+        await server.control("restore", {"client": CLIENT_ID})
+        await manager.rotate("crm", resolve(oauth_spec(server.url), ENV))
+        await settle(manager, "crm", "Ready")
+        assert not (await manager.call("crm_whoami", {})).is_error
+
 
 async def test_auth_an_unreachable_token_endpoint_is_backoff_then_ready(
     manager: ServerManager, tmp_path: Path
@@ -250,3 +257,22 @@ def test_auth_jackfield_test_shows_the_flow_without_a_secret(tmp_path: Path) -> 
     assert "token endpoint" in out and "token obtained (client_credentials" in out
     assert "expires in 300 s" in out and "token expires at" in out
     assert CLIENT_SECRET not in out and CLIENT_ID in out  # the id is no secret when written
+
+
+async def test_auth_a_key_the_server_stops_accepting_fails_the_server_without_a_storm(
+    manager: ServerManager, tmp_path: Path
+) -> None:
+    server_key = tmp_path / "server-key"
+    server_key.write_text("the-key-both-sides-know")
+    async with auth_server(tmp_path, "--api-key-file", str(server_key)) as server:
+        spec = remote_spec("http", server.url, auth={"bearer": "${KEY}"})
+        await ready(manager, "crm", spec, {"KEY": "the-key-both-sides-know"})
+        server_key.write_text("a-key-we-were-never-given")  # revoked on the server's side
+
+        assert (await manager.call("crm_whoami", {})).is_error
+        supervisor = await settle(manager, "crm", "Failed")
+        assert supervisor.last_error == "HTTP 401: the server refused our credentials, new ones too"
+        refused = len(server.events("unauthorized"))
+        for _ in range(5):
+            assert (await manager.call("crm_whoami", {})).is_error
+        assert len(server.events("unauthorized")) == refused, "no request after Failed"

@@ -88,6 +88,9 @@ class Credentials:
         self._http: httpx2.AsyncClient | None = None
         self.version = 0
         """Bumped by every `rotate`."""
+        self._refusal: str | None = None
+        """Why the authorization server refused us: no token is asked for again until the
+        credentials change (`rotate`), however many requests want one meanwhile."""
         self._configure(connection)
 
     @property
@@ -112,6 +115,7 @@ class Credentials:
         token rotated in memory is kept unless the configured one itself changed."""
         before, self.connection = self.oauth, connection
         self.version += 1
+        self._refusal = None
         after = self.oauth
         if after is None or before is None or _where(after) != _where(before):
             self.token = None
@@ -158,6 +162,8 @@ class Credentials:
         oauth = self.oauth
         assert oauth is not None
         async with self._lock:
+            if self._refusal is not None:
+                raise PermanentError(f"auth: {self._refusal}")
             token = self.token
             due = token.replace_at(oauth.refresh_before) if token is not None else None
             if token is not None and (due is None or time.time() < due):
@@ -287,6 +293,7 @@ class Credentials:
         raise self._refused(answer.message)
 
     def _refused(self, message: str) -> PermanentError:
+        self._refusal = message
         self._record(f"refused: {message}", None, succeeded=False)
         self._step(message)
         return PermanentError(f"auth: {message}")

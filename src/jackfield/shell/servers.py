@@ -268,11 +268,12 @@ class ServerManager:
     async def rotate(self, name: str, connection: Connection) -> None:
         """New secret values for a server's connection (a secret file changed). An HTTP
         server takes them from its next request on; a stdio or WebSocket one reconnects (its
-        session connections too, as they finish their calls)."""
+        session connections too, as they finish their calls), and so does a Failed one."""
         current = self._servers.get(name)
         if current is None:
             return
-        if not current.rotate(connection):
+        # a Failed server may have failed for want of these very values: it tries again
+        if current.state == "Failed" or not current.rotate(connection):
             await self.put(name, current.spec, connection, reconnect=True)
             return
         for per in self._sessions.values():

@@ -220,8 +220,13 @@ class Link:
         self.wake()
 
     def refused(self, status: int) -> None:
-        """The server refused our credentials (after one retry with new ones)."""
+        """The server refused our credentials, after one retry with new ones. A 401 while
+        serving ends the connection for good: each request would buy a token in vain (a 403
+        may be about one tool only, so it stays that request's)."""
         self.http_status = status
+        if status == 401 and self.phase == "serving" and self.fatal is None:
+            self.fatal = "HTTP 401: the server refused our credentials, new ones too"
+            self.wake()
 
     def auth_failed(self, error: Exception) -> None:
         """Getting a token failed: refused credentials end the connection for good."""
