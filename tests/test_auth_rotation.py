@@ -98,6 +98,10 @@ async def test_auth_a_rotated_secret_volume_switches_keys_without_a_failed_call(
                     stop.set()
                     await caller
                 assert outcomes and all(outcomes), f"{outcomes.count(False)} call(s) failed"
+                untouched = by_name(jackfield.status(), "echo")
+                assert (untouched["pid"], untouched["restarts"]) == (echo_pid, 0), (
+                    "the key was crm's alone: the other server did not restart"
+                )
 
                 # the stdio server's token: it restarts with the new value, the other does not
                 secret.publish({"api-key": KEY_ONE + "-again\n", "token": TOKEN_TWO + "\n"})
