@@ -32,25 +32,15 @@ from mcp.client.auth.utils import (
 )
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
-from mcp_types.version import LATEST_HANDSHAKE_VERSION
 
 from tests.servers.launch import spawn
+from tests.support.clients import INITIALIZE
 from tests.support.polling import until
 
 pytestmark = pytest.mark.timeout(60)
 
 WAIT = 15.0  # bound on anything we wait for; never reached when things work
 SECRET = "s3:cr+t%/é"  # needs form-urlencoding inside Basic (RFC 6749 2.3.1)
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": LATEST_HANDSHAKE_VERSION,
-        "capabilities": {},
-        "clientInfo": {"name": "test", "version": "0"},
-    },
-}
 
 
 @dataclass

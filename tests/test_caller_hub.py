@@ -31,7 +31,7 @@ from jackfield.core.loading import SourceFile
 from jackfield.shell.hub_sessions import Views
 from jackfield.shell.servers import CallEvent
 from tests.conftest import REPO
-from tests.support.clients import Heard, hub_client, process_gone, text
+from tests.support.clients import INITIALIZE, Heard, hub_client, process_gone, text
 from tests.support.controller import until
 from tests.support.live import TOKEN, Stack, echo_server, live_stack
 
@@ -42,16 +42,6 @@ BOB = CallerContext(identity="bob", name="Bob", attributes={"tenant": "globex"},
 CAROL = CallerContext(identity="carol", attributes={"tenant": "acme"}, room="r3")
 ACME_ONLY = "  access:\n    callers:\n      - attributes: {tenant: acme}\n"
 ACME_PROMPT = "Acme orders are looked up with acme_echo."
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-11-25",
-        "capabilities": {},
-        "clientInfo": {"name": "probe", "version": "0"},
-    },
-}
 
 
 def caller_server(name: str, extra: str = "") -> str:

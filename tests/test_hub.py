@@ -15,23 +15,13 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 
 from jackfield.shell.hub import PROMPT_NAME, SESSION_HEADER
-from tests.support.clients import Heard, hub_client, process_gone, text
+from tests.support.clients import INITIALIZE, Heard, hub_client, process_gone, text
 from tests.support.controller import until
 from tests.support.live import TOKEN, Stack, echo_server, echo_stack, live_stack
 
 pytestmark = pytest.mark.timeout(60)
 
 MODERN = "2026-07-28"
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-11-25",
-        "capabilities": {},
-        "clientInfo": {"name": "probe", "version": "0"},
-    },
-}
 MCP_HEADERS = {"Accept": "application/json, text/event-stream"}
 
 

@@ -18,10 +18,9 @@ from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE
 from mcp.shared.exceptions import MCPError
 
 from jackfield.shell.transports import leaves
-from tests.support.clients import hub_client, text
+from tests.support.clients import INITIALIZE, hub_client, text
 from tests.support.controller import until
 from tests.support.live import TOKEN, Stack, echo_server, echo_stack, live_stack
-from tests.test_hub import INITIALIZE
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(60)]
 

@@ -271,7 +271,12 @@ class Reconciler:
             return None, Refuse(digest, digest, "ValidationFailed", message, (error,)), True, env
         # every file the config text names (a disabled server's, a comment's too: watching
         # one more costs nothing), so the watch set also shrinks when a reference goes
-        named = (p for f in found.files for p in file_paths(f.data.decode("utf-8", "replace")))
+        named = (
+            p
+            for f in found.files
+            if b"${file:" in f.data  # a byte search spares decoding the files that have none
+            for p in file_paths(f.data.decode("utf-8", "replace"))
+        )
         self.files.settle(env, referenced=named)
         return found, decision, isinstance(decision, Refuse) and expired(), env
 
@@ -282,7 +287,6 @@ class Reconciler:
         self, snapshot: Snapshot, live_plan: Plan, env: Mapping[str, str]
     ) -> None:
         """Deletes first, then updates, then creates (the plan is ordered that way)."""
-        self.env.current = env
         for change in live_plan.effective:
             if change.kind != "MCPServer":
                 continue
@@ -297,11 +301,12 @@ class Reconciler:
                     self._given[change.name] = connection
 
     async def _rotate(self, env: Mapping[str, str]) -> None:
-        """Give every server whose secret files changed its new values, and only those."""
+        """Give every server whose secret files changed its new values, and only those; from
+        now on hidden arguments and identity-scoped connections expand from `env` too."""
+        self.env.current = env
         snapshot = self.memory.snapshot
         if snapshot is None:
             return
-        self.env.current = env
         for name, given in list(self._given.items()):
             placed = snapshot.servers.get(name)
             if placed is None or not given.files:

@@ -16,6 +16,18 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 
 from tests.support.live import TOKEN
 
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {},
+        "clientInfo": {"name": "probe", "version": "0"},
+    },
+}
+"""A handshake-era `initialize` request, for tests that speak raw HTTP to an MCP endpoint."""
+
 
 def text(result: mcp_types.CallToolResult) -> str:
     """The text of a tool result, its parts joined by newlines."""
