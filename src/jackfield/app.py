@@ -36,6 +36,7 @@ from jackfield.shell.metrics import Metrics
 from jackfield.shell.persistence import Persistence, call_record, database_password
 from jackfield.shell.redaction import register_secrets
 from jackfield.shell.servers import CallEvent, ServerManager
+from jackfield.shell.store import sqlite_file
 from jackfield.shell.text_link import TextLinkAddress
 from jackfield.shell.watcher import ConfigWatcher
 from jackfield.shell.worker import Worker, WorkerOptions
@@ -127,7 +128,8 @@ def build(
         tick = {} if tick_ms is None else {"tick_ms": tick_ms}
         watcher = ConfigWatcher(
             settings.config_dir, on_file_event or reconciler.trigger,
-            debounce_ms=settings.debounce_ms, force_polling=settings.force_polling, **tick,
+            debounce_ms=settings.debounce_ms, force_polling=settings.force_polling,
+            ignore=[db] if (db := sqlite_file(settings.database_url)) else [], **tick,
         )  # fmt: skip
     return Controller(manager, hub, reconciler, watcher)
 

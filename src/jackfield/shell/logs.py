@@ -60,6 +60,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False, default=str)
 
 
+QUIET_BELOW_DEBUG = ("watchfiles",)
+"""Third-party loggers that speak at INFO about routine work."""
+
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
@@ -102,3 +105,8 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
         old.close()
     root.addHandler(handler)
     root.setLevel(numeric)
+    # watchfiles says "N changes detected" at INFO for every batch; our watcher reports what
+    # matters (a pass and its outcome), so its chatter is for DEBUG only
+    quiet = logging.WARNING if numeric > logging.DEBUG else logging.NOTSET
+    for name in QUIET_BELOW_DEBUG:
+        logging.getLogger(name).setLevel(quiet)

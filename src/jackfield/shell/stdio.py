@@ -27,6 +27,7 @@ import os
 import shutil
 import signal
 import sys
+import sysconfig
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
@@ -262,9 +263,22 @@ def _clip(text: str, limit: int) -> str:
     return data[: max(limit - 3, 0)].decode(errors="ignore") + "..."[: max(limit, 0)]
 
 
+OWN_SCRIPTS = sysconfig.get_path("scripts")
+"""The bin directory of the Python environment jackfield runs in (a venv's `.venv/bin`): what
+`pip install` put beside jackfield (`mcp-server-time`) is found without activating the venv."""
+
+
+def search_path(path: str | None, scripts: str = OWN_SCRIPTS) -> str:
+    """PATH as given (or the OS default), then jackfield's own scripts directory."""
+    entries = (path if path is not None else os.defpath).split(os.pathsep)
+    return os.pathsep.join(entries if scripts in entries else [*entries, scripts])
+
+
 def _environment(overrides: Mapping[str, str]) -> dict[str, str]:
-    """A minimal safe environment (the SDK's list) plus what the spec sets, never our secrets."""
-    return get_default_environment() | dict(overrides)
+    """A minimal safe environment (the SDK's list) plus what the spec sets, never our secrets;
+    PATH ends with jackfield's own scripts directory, for the command and for what it spawns."""
+    env = get_default_environment() | dict(overrides)
+    return env | {"PATH": search_path(env.get("PATH"))}
 
 
 _SETPRIV = shutil.which("setpriv")

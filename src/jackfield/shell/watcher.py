@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -42,6 +42,22 @@ def identity(path: Path) -> tuple[str, int, int] | None:
     return (str(real), st.st_dev, st.st_ino)
 
 
+class Ignored:
+    """Files that live in the config dir but are never config: the SQLite store (and its
+    `-journal`/`-wal`/`-shm` companions) writes on every pass, and each write would trigger the
+    next. Paths are compared resolved, as the native watch reports them."""
+
+    def __init__(self, paths: Sequence[Path], root: Path) -> None:
+        self.paths = tuple(str(p.resolve()) for p in paths)
+        # its own directory too (`.jackfield/`, created by the first open), unless that is root
+        self.dirs = tuple({str(p.resolve().parent) for p in paths} - {str(root.resolve())})
+
+    def counts(self, change: Change, path: str) -> bool:
+        if path in self.dirs:
+            return False
+        return not any(path == p or path.startswith(p + "-") for p in self.paths)
+
+
 class ConfigWatcher:
     def __init__(
         self,
@@ -51,8 +67,10 @@ class ConfigWatcher:
         debounce_ms: int = 30,
         tick_ms: int = 250,
         force_polling: bool = False,
+        ignore: Sequence[Path] = (),
     ) -> None:
         self.config_dir = config_dir
+        self.ignored = Ignored(ignore, config_dir)
         self.on_change = on_change
         self.debounce_ms = debounce_ms
         self.tick_ms = tick_ms
@@ -128,7 +146,7 @@ class ConfigWatcher:
             return
         async for changes in awatch(
             root,
-            watch_filter=None,
+            watch_filter=self.ignored.counts,
             debounce=max(self.debounce_ms * 10, 300),
             step=self.debounce_ms,
             rust_timeout=self.tick_ms,
@@ -139,6 +157,7 @@ class ConfigWatcher:
             self._beat()
             if changes or catch_up:
                 catch_up = False
+                log.debug("file events: %s", sorted(p for _, p in changes))
                 self._event()
             root_gone = any(c == Change.deleted and p == root for c, p in changes)
             if root_gone or identity(self.config_dir) != current:
