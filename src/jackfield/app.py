@@ -19,11 +19,13 @@ import contextlib
 import logging
 import secrets
 import signal
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from jackfield.core.activity import Activity
 from jackfield.core.desired import Snapshot
 from jackfield.core.lifecycle import DEFAULT_TIMING, Timing
 from jackfield.core.status import AgentStatus, Status, utcnow
@@ -34,7 +36,7 @@ from jackfield.shell.hub import ToolHub
 from jackfield.shell.logs import configure_logging
 from jackfield.shell.metrics import Metrics
 from jackfield.shell.persistence import Persistence, call_record, database_password
-from jackfield.shell.redaction import register_secrets
+from jackfield.shell.redaction import redact, register_secrets
 from jackfield.shell.servers import CallEvent, ServerManager
 from jackfield.shell.store import sqlite_file
 from jackfield.shell.text_link import TextLinkAddress
@@ -162,9 +164,12 @@ class App:
         self.watcher = self.controller.watcher
         self.persistence.catch_up.append(self.reconciler.resync_store)
         status_token = settings.status_token.get_secret_value() if settings.status_token else None
+        self.activity = Activity(mask=redact)
+        """Recent calls, passes and state transitions for the dashboard (memory only)."""
         self.status_server = StatusServer(
             self, self.metrics, host=settings.status_host, port=settings.status_port,
             token=status_token, allowed_hosts=settings.status_allowed_hosts,
+            activity=self.activity,
         )  # fmt: skip
         reason = agent_reason(settings, agent)
         self.agent = AgentStatus(enabled=reason is None, reason=reason)
@@ -272,6 +277,10 @@ class App:
             revision=self.reconciler.status.applied_revision,
             success=result.outcome in ("applied", "noop"),
         )
+        self.activity.reconciled(
+            time.time(), outcome=result.outcome, revision=result.revision,
+            changes=len(result.changes), errors=len(result.errors), seconds=result.seconds,
+        )  # fmt: skip
 
     def _on_call(self, event: CallEvent) -> None:
         self.metrics.tool_call(event.server, event.tool, event.outcome, event.seconds)
@@ -279,6 +288,11 @@ class App:
             self.metrics.rejected(event.server, event.outcome.split(":", 1)[1])
         spec = self.manager.specs().get(event.server)
         self.persistence.audit(call_record(event, full=spec is not None and spec.audit == "full"))
+        self.activity.call(
+            time.time(), server=event.server, tool=event.tool, outcome=event.outcome,
+            seconds=event.seconds, session=event.session, caller=event.caller,
+            mask=lambda text: redact(text, event.secrets),
+        )  # fmt: skip
 
     async def _publish_sessions(self) -> None:
         """Gauges sampled every second, and the reconciler's timer resyncs into their counter
@@ -288,6 +302,7 @@ class App:
             await asyncio.sleep(1.0)
             hub = self.hub.status()
             self.metrics.set_sessions(hub=hub.sessions, agent=self.hub.agent_sessions())
+            self.activity.observe(time.time(), self.manager.statuses())
             for _ in range(self.reconciler.resyncs - counted):
                 self.metrics.resync()
             counted = self.reconciler.resyncs

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import sys
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from jackfield.core.activity import Activity
 from jackfield.core.status import (
     AgentStatus,
     Condition,
@@ -23,6 +26,7 @@ from jackfield.core.status import (
 )
 from jackfield.shell.http import StatusServer
 from jackfield.shell.metrics import Metrics
+from jackfield.shell.redaction import redact
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 APPLIED = "sha256:" + "a1" * 32
@@ -112,6 +116,77 @@ def sample_status(*, ready: bool = True, servers: tuple[ServerStatus, ...] = SER
     )
 
 
+def many_servers(count: int) -> tuple[ServerStatus, ...]:
+    """`count` servers as a fleet looks: mostly Ready with a few tools, one in ten in trouble
+    (each of the other states of SERVERS in turn)."""
+    healthy, *others = SERVERS
+    out = []
+    for i in range(count):
+        base = others[(i // 10) % len(others)] if i % 10 == 9 else healthy
+        name = f"s{i:03d}-{base.name}"
+        verbs = ("search", "read", "write")[: 1 + i % 3]
+        tools = tuple(f"{name.replace('-', '_')}_{v}" for v in verbs) if base.tools else ()
+        out.append(replace(base, name=name, tools=tools))
+    return tuple(out)
+
+
+def recorded_activity(servers: tuple[ServerStatus, ...], now: float, *, seed: int = 20) -> Activity:
+    """Half an hour of made-up traffic before `now`: transitions (every server connects, and
+    the troubled ones flap), calls to the serving ones, and reconcile passes. Seeded."""
+    rng = random.Random(seed)
+    activity = Activity(mask=redact)
+    start = now - 29.5 * 60
+
+    def at(seconds: float, states: dict[str, str]) -> None:
+        stamp = datetime.fromtimestamp(seconds, UTC)
+        activity.observe(
+            seconds,
+            [replace(s, state=states.get(s.name, s.state), since=stamp) for s in servers],  # type: ignore[arg-type]
+        )
+
+    at(start, {s.name: "Connecting" for s in servers})
+    troubled = [s.name for s in servers if s.state in ("Backoff", "Failed", "Degraded")]
+    at(
+        start + 20,
+        {s.name: "Ready" for s in servers if s.state != "Disabled"}
+        | {s.name: "Disabled" for s in servers if s.state == "Disabled"},
+    )
+    for k, moment in enumerate((9, 14, 21, 26)):
+        at(start + moment * 60, dict.fromkeys(troubled, "Backoff" if k % 2 == 0 else "Ready"))
+    at(now - 30, {})
+    serving = [s for s in servers if s.state in ("Ready", "Degraded", "Backoff") and s.tools]
+    callers = ("caller:alice", "caller:bob", "sip:+15550100")
+    for s in serving:
+        rate = rng.uniform(0.5, 6.0)
+        failing = s.state != "Ready"
+        t = start + rng.uniform(0, 60)
+        while t < now - 1:
+            outcome = "error" if rng.random() < (0.25 if failing else 0.02) else "ok"
+            if rng.random() < 0.01:
+                outcome = "rejected:rate"
+            activity.call(
+                t,
+                server=s.name,
+                tool=rng.choice(s.tools),
+                outcome=outcome,
+                seconds=rng.lognormvariate(-3.5 if not failing else -2.0, 0.6),
+                session=f"{rng.getrandbits(64):016x}",
+                caller=rng.choice(callers),
+            )
+            t += rng.expovariate(rate / 60)
+    for k in range(30):
+        outcome = "failed" if k == 22 else ("applied" if k in (0, 12, 23) else "noop")
+        activity.reconciled(
+            start + k * 60,
+            outcome=outcome,
+            revision=APPLIED if k != 22 else ATTEMPTED,
+            changes=3 if outcome == "applied" else 0,
+            errors=1 if outcome == "failed" else 0,
+            seconds=rng.uniform(0.002, 0.04),
+        )
+    return activity
+
+
 class FakeProvider:
     """Answers from fields the test sets; counts status() calls to prove probes avoid it."""
 
@@ -141,6 +216,8 @@ async def serving(
     status_ttl: float = 0.0,
     host: str = "127.0.0.1",
     allowed_hosts: tuple[str, ...] = (),
+    activity: Activity | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> AsyncIterator[tuple[StatusServer, FakeProvider]]:
     """A started StatusServer on 127.0.0.1 with a kernel-chosen port, stopped on exit.
     Status documents are not reused (`status_ttl=0`) unless a test asks for it."""
@@ -153,6 +230,8 @@ async def serving(
         token=token,
         status_ttl=status_ttl,
         allowed_hosts=allowed_hosts,
+        activity=activity,
+        clock=clock,
     )
     await server.start()
     try:

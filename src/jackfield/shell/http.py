@@ -15,6 +15,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
@@ -23,8 +24,11 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from jackfield.core import dashboard
+from jackfield.core.activity import Activity, ActivityView
 from jackfield.core.status import Status
+from jackfield.shell.dashboard_script import SCRIPT
 from jackfield.shell.metrics import Metrics
+from jackfield.shell.redaction import redact
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +45,10 @@ COMMON_HEADERS = {
     "X-Frame-Options": "DENY",
 }
 DASHBOARD_CSP = (
-    "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none';"
-    " form-action 'none'"
+    "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline';"
+    " frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 )
+"""The page's own script and its fetches of /dashboard.json; nothing inline but styles."""
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -93,6 +98,8 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return _json({"error": message}, status, headers)
 
 
+TIMELINE_STEP = 6
+"""Seconds the dashboard's state timelines move by (see dashboard.TIMELINE_UNITS)."""
 STATUS_TTL = 0.1
 """Seconds a rendered status document is served again (probes are never cached)."""
 
@@ -111,7 +118,12 @@ class StatusServer:
         refresh_seconds: int = 5,
         status_ttl: float = STATUS_TTL,
         allowed_hosts: Iterable[str] = (),
+        activity: Activity | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        """`activity` feeds the dashboard's charts and recent calls (the app records into it;
+        without one the server keeps its own, fed only by the states it sees); `clock` gives
+        POSIX seconds."""
         self._provider = provider
         self._metrics = metrics
         self._host = host
@@ -123,6 +135,10 @@ class StatusServer:
         self._status_ttl = status_ttl
         self._allowed_hosts = frozenset(h.strip().lower() for h in allowed_hosts if h.strip())
         self._check_host = is_loopback(host)
+        self.activity = activity if activity is not None else Activity(mask=redact)
+        self._clock = clock
+        self._versions = dashboard.Versions(epoch=secrets.token_hex(4))
+        self._rendered: tuple[tuple[bytes, int, int], list[dashboard.Part]] | None = None
 
     @property
     def port(self) -> int:
@@ -147,6 +163,9 @@ class StatusServer:
 
         app = web.Application(middlewares=[guard], client_max_size=MAX_REQUEST_BYTES)
         app.router.add_get("/", self._dashboard)
+        app.router.add_get("/" + dashboard.SCRIPT_PATH, self._script)
+        app.router.add_get("/" + dashboard.PARTS_PATH, self._parts)
+        app.router.add_get("/status/activity", self._activity)
         app.router.add_get("/status", self._status)
         app.router.add_get("/status/servers/{name}", self._server)
         app.router.add_get("/livez", self._livez)
@@ -265,11 +284,57 @@ class StatusServer:
         response.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return response
 
+    def _view(self) -> tuple[Status, bytes, ActivityView]:
+        """The status (and its JSON) and the activity now, the servers' states sampled into it
+        first (so a transition shows on the next page update, whatever the app samples)."""
+        status, body = self._current()
+        now = self._clock()
+        self.activity.observe(now, status.servers)
+        return status, body, self.activity.view(now)
+
+    def _parts_now(self) -> tuple[Status, list[dashboard.Part]]:
+        """The dashboard's parts, rendered again only when the status, the activity or the
+        timeline's 6 s step changed (several open tabs poll the same state)."""
+        status, body, view = self._view()
+        key = (body, self.activity.version, int(view.now // TIMELINE_STEP))
+        if self._rendered is None or self._rendered[0] != key:
+            self._rendered = (key, dashboard.parts(status, view))
+        parts = self._rendered[1]
+        self._versions.update(parts)
+        return status, parts
+
     async def _dashboard(self, request: web.Request) -> web.Response:
-        page = dashboard.render(self._current()[0], refresh_seconds=self._refresh)
-        return web.Response(
+        status, parts = self._parts_now()
+        page = dashboard.page(
+            parts, status, refresh_seconds=self._refresh, since=self._versions.token
+        )
+        response = web.Response(
             text=page,
             content_type="text/html",
             charset="utf-8",
             headers={"Content-Security-Policy": DASHBOARD_CSP},
         )
+        response.enable_compression()
+        return response
+
+    async def _script(self, request: web.Request) -> web.Response:
+        return web.Response(
+            text=SCRIPT,
+            content_type="text/javascript",
+            charset="utf-8",
+            headers={"Content-Security-Policy": DASHBOARD_CSP},
+        )
+
+    async def _parts(self, request: web.Request) -> web.StreamResponse:
+        """The parts a page lacks (see dashboard.Versions); 204 when it has them all."""
+        status, parts = self._parts_now()
+        since = self._versions.since(request.query.get("since"))
+        if since == self._versions.seq:
+            return web.Response(status=204)
+        body = self._versions.document(parts, status, since)
+        response = _json(body)
+        response.enable_compression()
+        return response
+
+    async def _activity(self, request: web.Request) -> web.Response:
+        return _json(self._view()[2].to_json())
