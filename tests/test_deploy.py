@@ -649,7 +649,7 @@ def jackfield_commands(text: str) -> list[list[str]]:
 def test_the_workflow_validates_and_checks_schemas() -> None:
     runs = "\n".join(workflow_runs())
     commands = jackfield_commands(runs)
-    assert ["jackfield", "validate", "."] in commands
+    assert ["jackfield", "validate", "--format", "github", "."] in commands
     assert ["jackfield", "schema", "--check"] in commands
     known = subcommands()
     for command in commands:
@@ -678,7 +678,9 @@ def test_the_workflow_turns_errors_into_annotations(tmp_path: Path) -> None:
     )
     assert done.returncode == 1, done.stderr
     assert re.search(
-        r"^::error file=servers\.d/bad\.yaml,line=5,col=3::.*comand", done.stdout, re.M
+        r"^::error file=servers\.d/bad\.yaml,line=5,col=3,title=jackfield validate::.*comand",
+        done.stdout,
+        re.M,
     )
 
 
