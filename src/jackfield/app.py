@@ -40,6 +40,7 @@ from jackfield.shell.redaction import redact, register_secrets
 from jackfield.shell.servers import CallEvent, ServerManager
 from jackfield.shell.store import sqlite_file
 from jackfield.shell.text_link import TextLinkAddress
+from jackfield.shell.tracing import configure_tracing, shutdown_tracing
 from jackfield.shell.watcher import ConfigWatcher
 from jackfield.shell.worker import Worker, WorkerOptions
 
@@ -328,10 +329,20 @@ class App:
 
     async def run(self) -> int:
         configure_logging(self.settings.log_level, self.settings.log_format)
+        configure_tracing("jackfield")  # OTLP when OTEL_EXPORTER_OTLP_* say where
         self._install_signals()
         if self.stop_requested_early():
             log.info("shutdown requested before start; stopped")
             return 0
+        try:
+            await self._serve()
+        finally:  # the last spans, however the run ended
+            await asyncio.to_thread(shutdown_tracing)
+        log.info("stopped")
+        return 0
+
+    async def _serve(self) -> None:
+        """Until a stop is requested: the manager, the status server, the hub and the tasks."""
         async with self.manager:
             await self.status_server.start()
             await self.hub.start()
@@ -356,8 +367,6 @@ class App:
                     await self._shutdown(worker)
         await self.status_server.stop()
         await self.persistence.close()
-        log.info("stopped")
-        return 0
 
     async def _run_worker(self) -> None:
         """The LiveKit worker, once the first snapshot says the agent's dispatch name."""

@@ -20,11 +20,14 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Literal, Protocol
+
+from opentelemetry.util.types import AttributeValue
 
 from jackfield.core.connection import Connection, resolve
 from jackfield.core.desired import ParseCache, Snapshot
@@ -46,6 +49,7 @@ from jackfield.core.reconcile import (
 )
 from jackfield.core.status import Condition, ConfigStatus, Outcome, utcnow
 from jackfield.errors import ConfigError, StoreUnavailable
+from jackfield.shell import tracing
 from jackfield.shell.secret_files import FileEnvironment, SecretFiles
 from jackfield.shell.sources import Scan, git_commit, scan
 from jackfield.spec.models import MCPServerSpec
@@ -90,6 +94,18 @@ class PassResult:
     changes: tuple[Change, ...] = ()
     errors: tuple[ConfigError, ...] = ()
     seconds: float = 0.0
+
+
+def _pass_attributes(result: PassResult) -> dict[str, AttributeValue]:
+    """What a pass's span says: counts, never the documents (their values may be secrets)."""
+    actions = Counter(c.action for c in result.changes)
+    return {
+        "jackfield.reconcile.outcome": result.outcome,
+        "jackfield.config.revision": result.revision,
+        "jackfield.reconcile.changes": len(result.changes),
+        "jackfield.reconcile.errors": len(result.errors),
+        **{f"jackfield.reconcile.{action}": n for action, n in sorted(actions.items())},
+    }
 
 
 class _Latest(Mapping[str, str]):
@@ -199,7 +215,16 @@ class Reconciler:
     # --- one pass ---------------------------------------------------------------------------
 
     async def reconcile_once(self) -> PassResult:
-        """Rescan, decide, apply live, persist, publish. Never raises for bad config."""
+        """Rescan, decide, apply live, persist, publish. Never raises for bad config. One
+        span (`jackfield.reconcile`) with its outcome, revision and counts."""
+        with tracing.span("jackfield.reconcile") as span:
+            result = await self._pass()
+            span.set_attributes(_pass_attributes(result))
+            if result.errors:
+                tracing.error(span, result.outcome, f"{len(result.errors)} config error(s)")
+            return result
+
+    async def _pass(self) -> PassResult:
         started, started_at = time.perf_counter(), utcnow()
         # the whole read (scan, parse, snapshot) runs in a thread, so a heavy config costs the
         # event loop nothing; passes are single-flight, so the parse cache has one user

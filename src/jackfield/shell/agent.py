@@ -36,7 +36,7 @@ import contextlib
 import logging
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from livekit import rtc
@@ -52,6 +52,7 @@ from jackfield.shell.caller import Caller
 from jackfield.shell.hub_link import UNREACHABLE, HubLink, HubUnavailable
 from jackfield.shell.live_agent import HUB_WAIT, NO_HUB_INSTRUCTIONS, LiveAgent, build_agent
 from jackfield.shell.text_link import JobChannel, PlayedParticipant, TextLinkAddress
+from jackfield.shell.tracing import configure_tracing, flush_tracing, otel_environment, provider
 from jackfield.shell.voice_forms import VoiceForms, form_filler
 from jackfield.shell.worker import PRELOAD
 from jackfield.spec.models import AgentSpec, LLMSpec, TurnSpec
@@ -97,6 +98,9 @@ class JobConfig:
     agent_spec: dict[str, Any] | None = None
     """The Agent spec (JSON) when the worker started: what a job that cannot reach the hub
     builds its session from (tools and instructions follow once the hub is back)."""
+    tracing: dict[str, str] = field(default_factory=otel_environment)
+    """The `OTEL_*` variables of the process that made the config (docs/tracing.md): the
+    job exports its spans as that process does."""
 
 
 # --- the session ---------------------------------------------------------------------------------
@@ -515,6 +519,14 @@ class JobEntry:
         self.config = config
 
     async def __call__(self, ctx: JobContext) -> None:
+        if configure_tracing("jackfield-job", env=self.config.tracing):
+            from livekit.agents import telemetry
+
+            installed = provider()
+            assert installed is not None
+            # LiveKit's spans (agent_turn, function_tool) too, without the conversation
+            telemetry.set_tracer_provider(installed, allow_pii=False)
+            ctx.add_shutdown_callback(lambda: asyncio.to_thread(flush_tracing))
         job = VoiceJob(ctx, self.config)
         job.preloaded = sorted(m for m in PRELOAD if m in sys.modules)
         await job.start()

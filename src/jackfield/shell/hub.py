@@ -31,6 +31,9 @@ is ANONYMOUS). Its calls go to the manager with it, and what it lists and reads 
 servers whose `access` does not admit it (shell/hub_sessions.py). A new connection of a session
 with another context replaces it and closes the session's `scope: session` servers, so they
 reopen for the new caller. Context values are secrets: the hub never logs them.
+
+Each call is a SERVER span that continues the trace of the `traceparent` in its `_meta`
+(shell/tracing.py, docs/tracing.md).
 """
 
 from __future__ import annotations
@@ -61,6 +64,8 @@ from mcp.server.subscriptions import (
 )
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from opentelemetry.trace import SpanKind
+from opentelemetry.util.types import AttributeValue
 
 from jackfield import __version__
 from jackfield.core import tool_results as results
@@ -76,6 +81,7 @@ from jackfield.core.caller_context import ANONYMOUS, CONTEXT_HEADER, CallerConte
 from jackfield.core.catalog import CatalogChange
 from jackfield.core.desired import Snapshot
 from jackfield.core.status import SERVING_STATES, HubStatus
+from jackfield.shell import tracing
 from jackfield.shell.call_channel import NO_CHANNEL, CallChannel
 from jackfield.shell.hub_questions import Rounds, channel_of
 from jackfield.shell.hub_sessions import Served, Views
@@ -344,9 +350,31 @@ class ToolHub:
         *,
         channel: CallChannel = NO_CHANNEL,
         meta: Mapping[str, Any] | None = None,
+        request: Mapping[str, AttributeValue] | None = None,
     ) -> mcp_types.CallToolResult:
         """Forward a call; every failure is a result whose text the agent can say. A caller
-        that cancels cancels the call (the manager records it, the upstream request ends)."""
+        that cancels cancels the call (the manager records it, the upstream request ends).
+        Its SERVER span continues the trace of the `traceparent` in `meta`; `request` adds
+        the request's attributes (id, protocol version)."""
+        attributes = {**tracing.call_attributes(name, session=session), **(request or {}),
+                      "network.transport": "tcp", "network.protocol.name": "http"}  # fmt: skip
+        with tracing.span(
+            f"tools/call {name}", kind=SpanKind.SERVER, attributes=attributes,
+            context=tracing.extract(meta),
+        ) as span:  # fmt: skip
+            result = await self._forward(name, arguments, session, channel=channel, meta=meta)
+            tracing.tool_result(span, result)
+            return result
+
+    async def _forward(
+        self,
+        name: str,
+        arguments: dict[str, Any],
+        session: str,
+        *,
+        channel: CallChannel,
+        meta: Mapping[str, Any] | None,
+    ) -> mcp_types.CallToolResult:
         if name not in self._views.full.by_name and name in self.manager.catalog.entries:
             return error_result(results.unknown_tool(name))  # a server the agent does not select
         # One of a server this caller may not use goes on: the manager refuses and audits it.
@@ -370,15 +398,19 @@ class ToolHub:
         async def call_tool(
             ctx: ServerRequestContext[Any], params: mcp_types.CallToolRequestParams
         ) -> mcp_types.CallToolResult | mcp_types.InputRequiredResult:
-            if ctx.session.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            protocol = ctx.session.protocol_version
+            request: dict[str, AttributeValue] = {"jsonrpc.request.id": str(ctx.request_id)}
+            if protocol:
+                request["mcp.protocol.version"] = protocol
+            if protocol in MODERN_PROTOCOL_VERSIONS:
                 session = self._track(ctx)
                 return await self._rounds.serve(ctx, params, lambda channel: self._call(
                     params.name, dict(params.arguments or {}), session, channel=channel,
-                    meta=params.meta,
+                    meta=params.meta, request=request,
                 ))  # fmt: skip
             return await self._call(
                 params.name, dict(params.arguments or {}), self._track(ctx),
-                channel=channel_of(ctx), meta=params.meta,
+                channel=channel_of(ctx), meta=params.meta, request=request,
             )  # fmt: skip
 
         async def list_prompts(

@@ -30,6 +30,7 @@ import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import mcp_types
 from mcp import Client
@@ -37,10 +38,13 @@ from mcp.client.session import ClientRequestContext, IncomingMessage
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.dispatcher import ProgressFnT
+from opentelemetry.trace import SpanKind
+from opentelemetry.util.types import AttributeValue
 
 from jackfield import __version__
 from jackfield.core.agent_view import AGENT_VIEW_URI, EVENTS_PATH, SESSION_HEADER
 from jackfield.core.caller_context import ANONYMOUS, CONTEXT_HEADER, CallerContext
+from jackfield.shell import tracing
 
 log = logging.getLogger(__name__)
 
@@ -355,10 +359,16 @@ class HubLink:
             client = await self._current_client()  # not counted: a reconnect waits for none
             self.in_flight += 1
             try:
-                return await client.call_tool(
-                    name, arguments, progress_callback=progress,
-                    meta=cast(mcp_types.RequestParamsMeta, meta) if meta else None,
-                )  # fmt: skip
+                with tracing.span(
+                    f"tools/call {name}", kind=SpanKind.CLIENT, attributes=self._attributes(name)
+                ) as span:
+                    # the current span (the turn's tool call) is the hub span's parent
+                    result = await client.call_tool(
+                        name, arguments, progress_callback=progress,
+                        meta=cast(mcp_types.RequestParamsMeta | None, tracing.inject(meta)),
+                    )  # fmt: skip
+                    tracing.tool_result(span, result)
+                    return result
             except Exception as e:
                 raise self._lost(e, client) from e
             finally:
@@ -368,6 +378,16 @@ class HubLink:
         finally:
             if task is not None:
                 self._calls.discard(task)
+
+    def _attributes(self, name: str) -> dict[str, AttributeValue]:
+        attributes = tracing.call_attributes(name, session=self.session_id)
+        attributes.update({"network.transport": "tcp", "network.protocol.name": "http"})
+        where = urlsplit(self.url)
+        if where.hostname:
+            attributes["server.address"] = where.hostname
+        if where.port:
+            attributes["server.port"] = where.port
+        return attributes
 
     def cancel_calls(self) -> list[asyncio.Task[Any]]:
         """Cancel every call in flight: the caller hung up. Each call's task tells the hub as

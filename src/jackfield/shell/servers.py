@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import mcp_types
+from opentelemetry.trace import INVALID_SPAN, Span
 
 from jackfield.core import tool_results as results
 from jackfield.core.caller_context import (
@@ -45,6 +46,7 @@ from jackfield.core.connection import (
 from jackfield.core.limits import server_limits
 from jackfield.core.status import ServerStatus, VoiceStatus
 from jackfield.core.voice import CONFIRMATION_META, confirmation_question, tool_title
+from jackfield.shell import tracing
 from jackfield.shell.call_channel import NO_CHANNEL, CallChannel, VoiceCounts
 from jackfield.shell.gates import Governor, Rejected
 from jackfield.shell.redaction import register_secrets
@@ -167,6 +169,22 @@ class _Call:
     secrets: frozenset[str] = frozenset()
     """Values filled into its hidden arguments."""
     overridden: tuple[str, ...] = ()
+    span: Span = INVALID_SPAN
+    """The manager's span of the call (none for a declined one: it was never made)."""
+
+
+def _traced(call: _Call, outcome: str, result: mcp_types.CallToolResult) -> None:
+    """The outcome on the call's span; a refusal with jackfield's sentence. A failure of the
+    server's (`error`, `unavailable`) keeps its words out: they may repeat the arguments."""
+    span = call.span
+    span.set_attributes({"jackfield.call.outcome": outcome,
+                         "jackfield.call.overridden": len(call.overridden)})  # fmt: skip
+    if outcome == "error":
+        tracing.tool_result(span, result)
+    elif outcome == "unavailable":
+        tracing.error(span, outcome)
+    elif outcome != "ok":
+        tracing.error(span, outcome, text_of(result)[:200], secrets=call.secrets)
 
 
 def _limited(spec: MCPServerSpec) -> bool:
@@ -403,8 +421,25 @@ class ServerManager:
             asyncio.CancelledError: the caller cancelled; the upstream request is cancelled and
                 the call recorded as `cancelled`.
         """
+        with tracing.span(f"jackfield.call {name}", attributes={"gen_ai.tool.name": name}) as span:
+            return await self._call(
+                span, name, arguments, session=session, channel=channel,
+                confirmation=confirmation, context=context,
+            )  # fmt: skip
+
+    async def _call(
+        self,
+        span: Span,
+        name: str,
+        arguments: dict[str, Any],
+        *,
+        session: str | None,
+        channel: CallChannel,
+        confirmation: Mapping[str, str] | None,
+        context: CallerContext,
+    ) -> mcp_types.CallToolResult:
         started = time.monotonic()
-        call = _Call(name, arguments, session, started, confirmation, context)
+        call = _Call(name, arguments, session, started, confirmation, context, span=span)
         entry = self.catalog.entries.get(name)
         if entry is None:
             return self._finish(None, call, "unknown", error_result(results.unknown_tool(name)))
@@ -416,6 +451,10 @@ class ServerManager:
             text = results.not_available(entry.upstream)
             return self._finish(supervisor, call, "rejected:access", error_result(text))
         templates = supervisor.spec.tools.arguments_for(entry.upstream)
+        span.set_attributes({
+            "jackfield.server.name": entry.server, "jackfield.tool.upstream": entry.upstream,
+            "jackfield.call.hidden_arguments": len(templates),  # names and values stay out
+        })  # fmt: skip
         if templates:
             try:
                 arguments, overridden = with_hidden(arguments, templates, self.env, context)
@@ -502,6 +541,7 @@ class ServerManager:
         outcome: str,
         result: mcp_types.CallToolResult,
     ) -> mcp_types.CallToolResult:
+        _traced(call, outcome, result)
         if self.observer is not None:
             text = text_of(result)
             secrets = call.secrets

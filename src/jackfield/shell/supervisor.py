@@ -25,9 +25,11 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
+from urllib.parse import urlsplit
 
 import mcp_types
+from mcp import Client
 from mcp.client.session import ClientRequestContext, IncomingMessage
 from mcp.shared.exceptions import MCPError
 from mcp_types import (
@@ -40,6 +42,8 @@ from mcp_types import (
     REQUEST_TIMEOUT,
 )
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from opentelemetry.trace import Span, SpanKind
+from opentelemetry.util.types import AttributeValue
 
 from jackfield.core import lifecycle
 from jackfield.core import tool_results as results
@@ -49,6 +53,7 @@ from jackfield.core.failures import failure_of
 from jackfield.core.lifecycle import DEFAULT_TIMING, Life, Timing
 from jackfield.core.status import SERVING_STATES, ServerState, ServerStatus, utcnow
 from jackfield.errors import ConnectionLost, PermanentError, SessionExpired
+from jackfield.shell import tracing
 from jackfield.shell.call_channel import (
     NO_CHANNEL,
     NO_QUESTIONS,
@@ -93,6 +98,11 @@ shutdown is bounded by stdio.STDIN_GRACE + 2 * TERM_GRACE, well within it."""
 ProtocolMode = Literal["auto", "legacy"]
 """How to negotiate the protocol: `auto` tries 2026-07-28 (`server/discover`) first and falls
 back to the initialize handshake; `legacy` uses the handshake only."""
+
+
+def _traced() -> mcp_types.RequestParamsMeta | None:
+    """The upstream request's `_meta`: the current span's `traceparent` (SEP-414)."""
+    return cast(mcp_types.RequestParamsMeta | None, tracing.inject(None))
 
 
 class Unavailable(Exception):
@@ -163,7 +173,8 @@ class Supervisor:
 
     def start(self) -> None:
         if self.spec.enabled:
-            self._task = asyncio.create_task(self._own(), name=f"server-{self.name}")
+            with tracing.untraced():  # the connection outlives the pass or call starting it
+                self._task = asyncio.create_task(self._own(), name=f"server-{self.name}")
 
     async def stop(self) -> None:
         """Close the connection (stdio: the MCP shutdown of the whole process group) and end
@@ -314,10 +325,13 @@ class Supervisor:
             self._last_activity = time.monotonic()
             timeout = self.spec.timeouts.call
             try:
-                async with asyncio.timeout(timeout + 1):  # in case the SDK's own deadline hangs
-                    result = await client.call_tool(
-                        tool, arguments, read_timeout_seconds=timeout, progress_callback=progressed
-                    )
+                with tracing.span(
+                    f"tools/call {tool}", kind=SpanKind.CLIENT,
+                    attributes=self._span_attributes(tool),
+                ) as upstream:  # fmt: skip
+                    # in case the SDK's own deadline hangs
+                    async with asyncio.timeout(timeout + 1):
+                        result = await self._request(upstream, client, tool, arguments, progressed)
             except TimeoutError:
                 self._enter(lifecycle.CallFailed())
                 raise Unavailable(results.timed_out(self.name, tool, timeout), "timeout") from None
@@ -339,6 +353,50 @@ class Supervisor:
             await progressed.settled()  # the notices sent before the result go before it
             return result
         raise Unavailable(results.unavailable(self.name, self.state))
+
+    async def _request(
+        self,
+        upstream: Span,
+        client: Client,
+        tool: str,
+        arguments: dict[str, Any],
+        progressed: CallProgress,
+    ) -> mcp_types.CallToolResult:
+        """The `tools/call` itself, within its span: `traceparent` in its `_meta`."""
+        try:
+            result = await client.call_tool(
+                tool, arguments, read_timeout_seconds=self.spec.timeouts.call,
+                progress_callback=progressed, meta=_traced(),
+            )  # fmt: skip
+        except MCPError as e:
+            upstream.set_attribute("rpc.response.status_code", str(e.code))
+            tracing.error(upstream, str(e.code))
+            raise
+        tracing.tool_result(upstream, result)
+        return result
+
+    def _span_attributes(self, tool: str) -> dict[str, AttributeValue]:
+        """The upstream request's span: the MCP conventions' attributes, the server's name, and
+        where it is when the URL names no secret."""
+        link = self._link
+        attributes = tracing.call_attributes(tool, protocol=link.protocol if link else None)
+        attributes["jackfield.server.name"] = self.name
+        if self.spec.transport == "stdio":
+            attributes["network.transport"] = "pipe"
+            return attributes
+        attributes["network.transport"] = "tcp"
+        attributes["network.protocol.name"] = (
+            "websocket" if self.spec.transport == "websocket" else "http"
+        )
+        url = self.spec.url or ""
+        if "${" not in url:
+            with contextlib.suppress(ValueError):
+                where = urlsplit(url)
+                if where.hostname:
+                    attributes["server.address"] = where.hostname
+                if where.port:
+                    attributes["server.port"] = where.port
+        return attributes
 
     # --- what the server asks of us during a call -----------------------------------------------
 
