@@ -13,11 +13,17 @@ from pathlib import Path
 import pytest
 
 from jackfield.shell.text_link import TextLink
-from tests.conftest import REPO
-from tests.support.jobs import JOB_START, PIPELINE_AGENT, TURN, said, tool_calls
+from tests.support.jobs import (
+    JOB_HOST,
+    JOB_START,
+    PIPELINE_AGENT,
+    TURN,
+    job_host_env,
+    said,
+    tool_calls,
+)
 from tests.support.openai_stub import OpenAIStub
 from tests.support.process import (
-    MARK_VAR,
     assert_clean_exit,
     echo_yaml,
     free_port,
@@ -62,15 +68,8 @@ async def test_job_sigterm_during_a_slow_tool_call_lets_it_finish_then_exits_0(
     root = plain_config(tmp_path / "config", {"echo": echo_yaml("echo")})
     write_config(root, {"agent.yaml": PIPELINE_AGENT})
     async with OpenAIStub() as openai, TextLink() as link:
-        address = link.address
-        env = {
-            "JACKFIELD_TEST_TEXT_LINK": f"{address.host}:{address.port}:{address.token}",
-            "OPENAI_API_KEY": "test-key", "OPENAI_BASE_URL": openai.base_url,
-            "JACKFIELD_AGENT_IDLE_PROCESSES": "0", "PYTHONPATH": str(REPO),
-            MARK_VAR: "job-host",
-        }  # fmt: skip
-        command = [sys.executable, "-m", "tests.job_host"]
-        with jackfield_run(tmp_path / "work", root, env=env, command=command) as jf:
+        env = job_host_env(link, openai)
+        with jackfield_run(tmp_path / "work", root, env=env, command=JOB_HOST) as jf:
             end = await link.next_job(timeout=JOB_START)
             await end.until("agent", timeout=TURN)  # greeted
             jf.wait_ready()

@@ -31,7 +31,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from jackfield.shell import tracing
 from tests.conftest import REPO
-from tests.support.process import hub_client, jackfield_run, plain_config, text_of
+from tests.support.process import Jackfield, hub_client, jackfield_run, plain_config, text_of
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -195,41 +195,47 @@ def assert_no_secret(spans: list[ExportedSpan]) -> None:
     assert "api_key" not in text, "not even the hidden argument's name"
 
 
+@contextlib.asynccontextmanager
+async def traced_run(
+    tmp_path: Path, *, exported: bool = True
+) -> AsyncIterator[tuple[Receiver, Jackfield, Path]]:
+    """A receiver, and `jackfield run` over the traced server once it is Ready (told where
+    the receiver is when `exported`); the file the server records each request's `_meta` in."""
+    record = tmp_path / "traced.jsonl"
+    config = plain_config(tmp_path / "config", {"traced": traced_yaml(record)})
+    async with receiving() as receiver:
+        env = {**SECRETS, **receiver.environment()} if exported else SECRETS
+        with jackfield_run(tmp_path / "run", config, env=env) as jackfield:
+            await asyncio.to_thread(jackfield.servers_ready, "traced")
+            yield receiver, jackfield, record
+
+
 # --- the tests -----------------------------------------------------------------------------------
 
 
 async def test_one_tool_call_is_one_trace_from_the_caller_to_the_upstream_request(
     tmp_path: Path,
 ) -> None:
-    record = tmp_path / "traced.jsonl"
-    config = plain_config(tmp_path / "config", {"traced": traced_yaml(record)})
-    async with receiving() as receiver:
-        env = {**SECRETS, **receiver.environment()}
-        with jackfield_run(tmp_path / "run", config, env=env) as jackfield:
-            await asyncio.to_thread(jackfield.servers_ready, "traced")
-            async with hub_client(jackfield.hub_url) as client:
-                result = await client.call_tool(
-                    "traced_lookup", {"query": "kettles"}, meta=CALLER_META
-                )
-            assert text_of(result) == ["found kettles (key)"], "the hidden argument went in"
-            hub = await receiver.until(
-                lambda spans: one(
-                    spans, "tools/call traced_lookup", kind=Receiver.SPAN_KIND["SERVER"]
-                ),
-                "the hub's span",
-            )
-            manager = await receiver.until(
-                lambda spans: one(spans, "jackfield.call traced_lookup"), "the manager's span"
-            )
-            upstream = await receiver.until(
-                lambda spans: one(spans, "tools/call lookup", kind=Receiver.SPAN_KIND["CLIENT"]),
-                "the upstream request's span",
-            )
-            passes = await receiver.until(
-                lambda spans: [s for s in spans if s.name == "jackfield.reconcile"],
-                "a reconcile pass's span",
-            )
-            assert await asyncio.to_thread(jackfield.stop) == 0
+    async with traced_run(tmp_path) as (receiver, jackfield, record):
+        async with hub_client(jackfield.hub_url) as client:
+            result = await client.call_tool("traced_lookup", {"query": "kettles"}, meta=CALLER_META)
+        assert text_of(result) == ["found kettles (key)"], "the hidden argument went in"
+        hub = await receiver.until(
+            lambda spans: one(spans, "tools/call traced_lookup", kind=Receiver.SPAN_KIND["SERVER"]),
+            "the hub's span",
+        )
+        manager = await receiver.until(
+            lambda spans: one(spans, "jackfield.call traced_lookup"), "the manager's span"
+        )
+        upstream = await receiver.until(
+            lambda spans: one(spans, "tools/call lookup", kind=Receiver.SPAN_KIND["CLIENT"]),
+            "the upstream request's span",
+        )
+        passes = await receiver.until(
+            lambda spans: [s for s in spans if s.name == "jackfield.reconcile"],
+            "a reconcile pass's span",
+        )
+        assert await asyncio.to_thread(jackfield.stop) == 0
         # the caller's trace, linked hop by hop
         assert hub.trace_id == manager.trace_id == upstream.trace_id == CALLER_TRACE
         assert hub.parent_id == CALLER_SPAN
@@ -272,26 +278,21 @@ async def test_one_tool_call_is_one_trace_from_the_caller_to_the_upstream_reques
 async def test_a_tool_error_and_a_refusal_fail_their_spans_without_the_servers_words(
     tmp_path: Path,
 ) -> None:
-    record = tmp_path / "traced.jsonl"
-    config = plain_config(tmp_path / "config", {"traced": traced_yaml(record)})
-    async with receiving() as receiver:
-        env = {**SECRETS, **receiver.environment()}
-        with jackfield_run(tmp_path / "run", config, env=env) as jackfield:
-            await asyncio.to_thread(jackfield.servers_ready, "traced")
-            async with hub_client(jackfield.hub_url) as client:
-                failed = await client.call_tool("traced_broken", {"query": SECRET_HIDDEN})
-                unknown = await client.call_tool("traced_nothing", {})
-            assert failed.is_error and unknown.is_error
-            hub, manager, upstream = [
-                await receiver.until(functools.partial(one, name=name, kind=kind), name)
-                for name, kind in (("tools/call traced_broken", Receiver.SPAN_KIND["SERVER"]),
-                                   ("jackfield.call traced_broken", Receiver.SPAN_KIND["INTERNAL"]),
-                                   ("tools/call broken", Receiver.SPAN_KIND["CLIENT"]))
-            ]  # fmt: skip
-            refused = await receiver.until(
-                lambda spans: one(spans, "jackfield.call traced_nothing"), "the unknown call"
-            )
-            assert await asyncio.to_thread(jackfield.stop) == 0
+    async with traced_run(tmp_path) as (receiver, jackfield, record):
+        async with hub_client(jackfield.hub_url) as client:
+            failed = await client.call_tool("traced_broken", {"query": SECRET_HIDDEN})
+            unknown = await client.call_tool("traced_nothing", {})
+        assert failed.is_error and unknown.is_error
+        hub, manager, upstream = [
+            await receiver.until(functools.partial(one, name=name, kind=kind), name)
+            for name, kind in (("tools/call traced_broken", Receiver.SPAN_KIND["SERVER"]),
+                               ("jackfield.call traced_broken", Receiver.SPAN_KIND["INTERNAL"]),
+                               ("tools/call broken", Receiver.SPAN_KIND["CLIENT"]))
+        ]  # fmt: skip
+        refused = await receiver.until(
+            lambda spans: one(spans, "jackfield.call traced_nothing"), "the unknown call"
+        )
+        assert await asyncio.to_thread(jackfield.stop) == 0
     for span in (hub, manager, upstream):
         assert span.status == 2, span
         assert span.attributes["error.type"] == "tool_error"
@@ -313,20 +314,14 @@ async def test_without_the_variables_nothing_is_exported_and_the_callers_context
     assert tracing.configure_tracing("jackfield") is False
     assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider), "none installed"
     assert tracing.provider() is None
-    record = tmp_path / "traced.jsonl"
-    config = plain_config(tmp_path / "config", {"traced": traced_yaml(record)})
-    async with receiving() as receiver:
-        # the receiver is there, but nothing names it: nothing may reach it
-        with jackfield_run(tmp_path / "run", config, env=SECRETS) as jackfield:
-            await asyncio.to_thread(jackfield.servers_ready, "traced")
-            async with hub_client(jackfield.hub_url) as client:
-                result = await client.call_tool(
-                    "traced_lookup", {"query": "kettles"}, meta=CALLER_META
-                )
-                plain = await client.call_tool("traced_lookup", {"query": "mugs"})
-            assert text_of(result) == ["found kettles (key)"]
-            assert text_of(plain) == ["found mugs (key)"]
-            assert await asyncio.to_thread(jackfield.stop) == 0
+    # the receiver is there, but nothing names it: nothing may reach it
+    async with traced_run(tmp_path, exported=False) as (receiver, jackfield, record):
+        async with hub_client(jackfield.hub_url) as client:
+            result = await client.call_tool("traced_lookup", {"query": "kettles"}, meta=CALLER_META)
+            plain = await client.call_tool("traced_lookup", {"query": "mugs"})
+        assert text_of(result) == ["found kettles (key)"]
+        assert text_of(plain) == ["found mugs (key)"]
+        assert await asyncio.to_thread(jackfield.stop) == 0
         log = (tmp_path / "run" / "jackfield.log").read_text()
         assert "tracing on" not in log
         assert receiver.requests == 0

@@ -12,16 +12,14 @@ gets them from its parent (JobConfig), not from its forkserver's environment.
 from __future__ import annotations
 
 import asyncio
-import sys
 from pathlib import Path
 
 import pytest
 
 from jackfield.shell.text_link import TextLink
-from tests.conftest import REPO
-from tests.support.jobs import JOB_START, PIPELINE_AGENT, TURN, tool_calls
+from tests.support.jobs import JOB_HOST, JOB_START, PIPELINE_AGENT, TURN, job_host_env, tool_calls
 from tests.support.openai_stub import OpenAIStub
-from tests.support.process import MARK_VAR, jackfield_run, plain_config, write_config
+from tests.support.process import jackfield_run, plain_config, write_config
 from tests.test_trace_calls import (
     SECRET_ENV,
     SECRET_HIDDEN,
@@ -46,16 +44,8 @@ async def test_a_job_turns_tool_call_and_the_hub_and_the_upstream_share_one_trac
     root = plain_config(tmp_path / "config", {"traced": traced_yaml(record)})
     write_config(root, {"agent.yaml": PIPELINE_AGENT})
     async with OpenAIStub() as openai, TextLink() as link, receiving() as receiver:
-        address = link.address
-        env = {
-            **SECRETS, **receiver.environment(),
-            "JACKFIELD_TEST_TEXT_LINK": f"{address.host}:{address.port}:{address.token}",
-            "OPENAI_API_KEY": "test-key", "OPENAI_BASE_URL": openai.base_url,
-            "JACKFIELD_AGENT_IDLE_PROCESSES": "0", "PYTHONPATH": str(REPO),
-            MARK_VAR: "job-host",
-        }  # fmt: skip
-        command = [sys.executable, "-m", "tests.job_host"]
-        with jackfield_run(tmp_path / "work", root, env=env, command=command) as jackfield:
+        env = {**SECRETS, **receiver.environment(), **job_host_env(link, openai)}
+        with jackfield_run(tmp_path / "work", root, env=env, command=JOB_HOST) as jackfield:
             end = await link.next_job(timeout=JOB_START)
             await end.until("agent", timeout=TURN)  # greeted
             turn = await end.turn('call traced_lookup {"query": "kettles"}', timeout=TURN)

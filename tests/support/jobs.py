@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,9 @@ from typing import Any
 from jackfield.shell.agent import JobConfig, JobEntry
 from jackfield.shell.text_link import ConsoleEnd, TextLink
 from jackfield.shell.worker import PRELOAD, Worker, WorkerOptions
+from tests.conftest import REPO
 from tests.support.openai_stub import OpenAIStub
+from tests.support.process import MARK_VAR
 from tests.support.realtime_stub import RealtimeStub
 
 JOB_START = 60.0
@@ -36,6 +39,21 @@ REALTIME_AGENT = (
     "  llm: {mode: realtime, model: gpt-realtime}\n"
     "  fallback: {mode: pipeline, model: gpt-4o-mini}\n"
 )
+
+
+JOB_HOST = [sys.executable, "-m", "tests.job_host"]
+"""`jackfield run` as tests/job_host.py runs it: the production App, jobs linked to a TextLink."""
+
+
+def job_host_env(link: TextLink, openai: OpenAIStub) -> dict[str, str]:
+    """The environment of a JOB_HOST process whose jobs link to `link` and talk to `openai`."""
+    address = link.address
+    return {
+        "JACKFIELD_TEST_TEXT_LINK": f"{address.host}:{address.port}:{address.token}",
+        "OPENAI_API_KEY": "test-key", "OPENAI_BASE_URL": openai.base_url,
+        "JACKFIELD_AGENT_IDLE_PROCESSES": "0", "PYTHONPATH": str(REPO),
+        MARK_VAR: "job-host",
+    }  # fmt: skip
 
 
 @dataclass
