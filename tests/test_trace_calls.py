@@ -30,6 +30,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from jackfield.shell import tracing
+from jackfield.shell.redaction import redact
 from tests.conftest import REPO
 from tests.support.process import Jackfield, hub_client, jackfield_run, plain_config, text_of
 
@@ -370,3 +371,18 @@ def test_the_trace_context_goes_in_and_out_of_meta_at_its_top_level() -> None:
     assert tracing.extract({"traceparent": 7}) is None
     assert tracing.extract(None) is None
     assert tracing.inject(None) is None, "no context, no meta"
+
+
+def test_the_exporters_header_values_are_secrets() -> None:
+    raw = "api-key=otlp%20key%200123456789,x-tenant=acme-tenant-42"
+    with pytest.MonkeyPatch.context() as patch:
+        for name in list(tracing.otel_environment()):
+            patch.delenv(name)
+        patch.setenv("OTEL_EXPORTER_OTLP_HEADERS", raw)
+        patch.setenv("OTEL_SDK_DISABLED", "true")  # registered even when tracing stays off
+        assert tracing.configure_tracing("jackfield") is False
+    said = redact(f"exporting with {raw}; key otlp key 0123456789; tenant acme-tenant-42")
+    assert "0123456789" not in said and "acme-tenant-42" not in said
+    assert tracing.exporter_secrets({"OTEL_EXPORTER_OTLP_TRACES_HEADERS": "a=b%2Fc"}) == [
+        "a=b%2Fc", "b%2Fc", "b/c",
+    ]  # fmt: skip

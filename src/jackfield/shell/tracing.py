@@ -21,6 +21,7 @@ import contextlib
 import logging
 import os
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -36,7 +37,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from opentelemetry.util.types import AttributeValue
 
 from jackfield import __version__
-from jackfield.shell.redaction import redact
+from jackfield.shell.redaction import redact, register_secrets
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,25 @@ def otel_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
     return {k: v for k, v in (os.environ if env is None else env).items() if k.startswith("OTEL_")}
 
 
+HEADER_VARIABLES = ("OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS")
+"""`key=value,key=value` (values percent-encoded): a collector's API key lives there."""
+
+
+def exporter_secrets(variables: Mapping[str, str]) -> list[str]:
+    """The header values of the OTLP exporter, whole and one by one, decoded and not."""
+    found: list[str] = []
+    for name in HEADER_VARIABLES:
+        raw = variables.get(name, "")
+        if not raw:
+            continue
+        found.append(raw)
+        for pair in raw.split(","):
+            _, sep, value = pair.partition("=")
+            if sep and value.strip():
+                found += [value.strip(), urllib.parse.unquote(value.strip())]
+    return found
+
+
 def configure_tracing(service_name: str, *, env: Mapping[str, str] | None = None) -> bool:
     """Install a TracerProvider exporting over OTLP when an endpoint variable is set (and
     `OTEL_SDK_DISABLED` is not `true`, nor `OTEL_TRACES_EXPORTER` `none`); else install
@@ -75,6 +95,7 @@ def configure_tracing(service_name: str, *, env: Mapping[str, str] | None = None
     if _installed is not None:
         return True
     variables = otel_environment()
+    register_secrets(exporter_secrets(variables))  # before anything can log them
     if variables.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         log.info("tracing off: OTEL_SDK_DISABLED=true")
         return False
