@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,6 +24,19 @@ def run_jackfield(cwd: Path, *args: str, timeout: float = 60) -> subprocess.Comp
         [str(JACKFIELD), *args], cwd=cwd, env=env, capture_output=True, text=True,
         timeout=timeout, check=False,
     )  # fmt: skip
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture
+def chromium() -> str:
+    """Headless Chromium for the dashboard's browser tests: a failure in CI without it."""
+    if CHROMIUM is None:
+        if IN_CI:
+            pytest.fail("chromium is required in CI for the dashboard browser tests")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    return CHROMIUM
 
 
 @pytest.fixture

@@ -6,9 +6,7 @@ Skipped when Chromium is not installed, except in CI (CI=true), where that is a 
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import shutil
 import struct
 from pathlib import Path
 
@@ -17,20 +15,9 @@ import pytest
 from jackfield.core.dashboard import BADGE
 from tests.support.status import SERVERS, FakeProvider, sample_status, serving
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 BROWSER_TIMEOUT = 60.0
 
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture
-def chromium() -> str:
-    if CHROMIUM is None:
-        if IN_CI:
-            pytest.fail("chromium is required in CI for the dashboard browser test")
-        pytest.skip("chromium is not installed (apt-get install chromium)")
-    return CHROMIUM
 
 
 async def browse(chromium: str, tmp_path: Path, *args: str) -> str:

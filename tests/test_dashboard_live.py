@@ -34,22 +34,11 @@ from tests.support.status import (
     serving,
 )
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SHOTS = os.environ.get("JACKFIELD_DASHBOARD_SHOTS")
 UPDATE_DEADLINE = 2.0
 """The issue's bound: a state change shows within 2 s, without a reload."""
 
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture
-def chromium() -> str:
-    if CHROMIUM is None:
-        if IN_CI:
-            pytest.fail("chromium is required in CI for the dashboard browser tests")
-        pytest.skip("chromium is not installed (apt-get install chromium)")
-    return CHROMIUM
 
 
 class Page:
