@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
 import subprocess
@@ -24,6 +26,30 @@ def run_jackfield(cwd: Path, *args: str, timeout: float = 60) -> subprocess.Comp
         [str(JACKFIELD), *args], cwd=cwd, env=env, capture_output=True, text=True,
         timeout=timeout, check=False,
     )  # fmt: skip
+
+
+def run_cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`jackfield ARGS` in `cwd` as `run_jackfield` runs it, but in this process (the same
+    `cli.main`, without a second of interpreter start per call): for the commands that only
+    read and write files (import, validate). No JACKFIELD_* setting leaks in."""
+    from jackfield.cli import main
+
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        for name in [k for k in os.environ if k.startswith("JACKFIELD_")]:
+            del os.environ[name]
+        os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as e:  # argparse's errors
+                code = e.code if isinstance(e.code, int) else 1
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+    return subprocess.CompletedProcess(["jackfield", *args], code, out.getvalue(), err.getvalue())
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -13,7 +13,7 @@ import yaml
 
 from jackfield.core.import_formats import convert
 from jackfield.core.importing import ImportRefused, dns_name, env_name, loads_jsonc
-from tests.conftest import run_jackfield
+from tests.conftest import run_cli
 
 SAMPLES = Path(__file__).parent / "fixtures" / "import"
 PLANTED = "PLANTED"
@@ -22,7 +22,7 @@ PLANTED = "PLANTED"
 
 def jackfield_import(config_dir: Path, fmt: str, sample: str | Path, *args: str) -> Any:
     source = sample if isinstance(sample, Path) else SAMPLES / sample
-    return run_jackfield(config_dir, "import", fmt, str(source), "--out", "servers.d", *args)
+    return run_cli(config_dir, "import", fmt, str(source), "--out", "servers.d", *args)
 
 
 def variables_of(stdout: str) -> list[str]:
@@ -47,7 +47,7 @@ def assert_valid_once_set(
     example workflow does), and no planted secret is in any file the import wrote."""
     for var in variables:
         monkeypatch.setenv(var, "placeholder")
-    got = run_jackfield(config_dir, "validate", ".")
+    got = run_cli(config_dir, "validate", ".")
     assert got.returncode == 0, got.stdout + got.stderr
     assert got.stdout.startswith("valid: agent assistant")
     for path in (config_dir / "servers.d").iterdir():

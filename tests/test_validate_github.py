@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from jackfield.core.annotations import annotation, escape_data, escape_property
-from tests.conftest import run_jackfield
+from tests.conftest import run_cli
 from tests.support.config import server_yaml, write
 
 BROKEN_YAML = server_yaml("broken", "  command: [python\n")
@@ -18,7 +18,7 @@ TYPO = server_yaml("typo", "  comand: python\n")
 
 
 def validate_github(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return run_jackfield(cwd, "validate", "--format", "github", *args)
+    return run_cli(cwd, "validate", "--format", "github", *args)
 
 
 def test_each_error_is_an_annotation_at_its_file_line_and_column(config_dir: Path) -> None:
@@ -33,7 +33,7 @@ def test_each_error_is_an_annotation_at_its_file_line_and_column(config_dir: Pat
     ]
     assert got.stderr == "2 error(s)\n"
     # the same errors, at the same places, as the default format says them
-    text = run_jackfield(config_dir, "validate", ".")
+    text = run_cli(config_dir, "validate", ".")
     assert text.returncode == 1
     assert [line.split(": ", 1)[0] for line in text.stdout.splitlines()] == [
         "servers.d/broken.yaml:5:12",
@@ -85,7 +85,7 @@ def test_a_warning_is_a_warning_annotation_and_still_passes(config_dir: Path) ->
 
 def test_a_valid_config_prints_what_the_text_format_prints(config_dir: Path) -> None:
     write(config_dir, {"servers.d/ok.yaml": server_yaml("ok")})
-    github, text = validate_github(config_dir), run_jackfield(config_dir, "validate")
+    github, text = validate_github(config_dir), run_cli(config_dir, "validate")
     assert github.returncode == text.returncode == 0
     assert github.stdout == text.stdout
     assert github.stdout.startswith("valid: agent assistant, 1 server(s)")
